@@ -1,0 +1,96 @@
+"""MRU: the mixed-scale restoration unit (official ``MCSA`` plus the ``fuse1``/``fuse2``/``post``
+layers of ``DualBlock``).
+
+With F_n the RDM output and X the raw block input (both [B,H,W,nc]):
+
+    P = project_in(F_n)                                   [B,H,W,2nc]
+    D3, D5 = relu(dw3(P)), relu(dw5(P))                   depthwise 3x3 / 5x5
+    Q3, K3 = D3[..., :nc], D3[..., nc:];  Q5, K5 likewise
+    F_s = project_out([relu(g3([Q3, Q5])), relu(g5([K3, K5]))])      spatial path, grouped convs
+    V3, V5 = relu(value_dw3(X)), relu(value_dw5(X))       values come from X, not F_n
+    O_s = channel_attention(Q_s, K_s, V_s)  for s in {3, 5}
+    F_c = project_ch([O_3, O_5])                          channel path
+    X' = post_out(lrelu_0.1(post_in([fuse_local([F_n, F_s]), fuse_global([F_n, F_c])]))) + X
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from recnet_jax.model.conv import Conv
+
+HIGHEST = jax.lax.Precision.HIGHEST
+
+
+def channel_attention_logits(q: jax.Array, k: jax.Array, temperature: jax.Array) -> jax.Array:
+    """Transposed (channel) attention logits, Q and K not normalised.
+
+    q, k: [B,H,W,C] with C = heads * d; temperature [heads]. Returns L [B, heads, d, d] with
+    L[b,h,c,e] = temperature[h] * sum_n q[b,n,h*d+c] k[b,n,h*d+e]. Always float32 at HIGHEST
+    precision: the logits are sums over all H*W pixels and reach hundreds.
+    """
+    b, h, w, c = q.shape
+    heads = temperature.shape[0]
+    qh = q.astype(jnp.float32).reshape(b, h * w, heads, c // heads)
+    kh = k.astype(jnp.float32).reshape(b, h * w, heads, c // heads)
+    logits = jnp.einsum("bnhc,bnhd->bhcd", qh, kh, precision=HIGHEST)
+    return logits * temperature.astype(jnp.float32)[None, :, None, None]
+
+
+def channel_attention(q: jax.Array, k: jax.Array, v: jax.Array, temperature: jax.Array) -> jax.Array:
+    """softmax_d(L) applied to v [B,H,W,C] -> [B,H,W,C] (float32)."""
+    b, h, w, c = v.shape
+    heads = temperature.shape[0]
+    attn = jax.nn.softmax(channel_attention_logits(q, k, temperature), axis=-1)
+    vh = v.astype(jnp.float32).reshape(b, h * w, heads, c // heads)
+    out = jnp.einsum("bhcd,bnhd->bnhc", attn, vh, precision=HIGHEST)
+    return out.reshape(b, h, w, c)
+
+
+class MixedScaleRestoration(nnx.Module):
+    """MRU. Call ``(f_n [B,H,W,nc], x [B,H,W,nc]) -> X' [B,H,W,nc]`` (includes the residual + x)."""
+
+    def __init__(self, nc: int = 8, *, num_heads: int = 2, impl: str = "auto", dtype=None,
+                 rngs: nnx.Rngs):
+        if nc % num_heads:
+            raise ValueError(f"nc={nc} is not divisible by num_heads={num_heads}")
+        conv = dict(impl=impl, dtype=dtype, rngs=rngs)
+        self.temperature = nnx.Param(jnp.ones((num_heads,), jnp.float32))
+        self.project_in = Conv(nc, 2 * nc, 1, **conv)
+        self.qk_dw3 = Conv(2 * nc, 2 * nc, 3, groups=2 * nc, **conv)
+        self.qk_dw5 = Conv(2 * nc, 2 * nc, 5, groups=2 * nc, **conv)
+        self.local_g3 = Conv(2 * nc, nc, 3, groups=nc, **conv)
+        self.local_g5 = Conv(2 * nc, nc, 5, groups=nc, **conv)
+        self.project_out = Conv(2 * nc, nc, 1, **conv)
+        self.value_dw3 = Conv(nc, nc, 3, groups=nc, **conv)
+        self.value_dw5 = Conv(nc, nc, 5, groups=nc, **conv)
+        self.project_ch = Conv(2 * nc, nc, 1, **conv)
+        self.fuse_local = Conv(2 * nc, nc, 1, **conv)
+        self.fuse_global = Conv(2 * nc, nc, 1, **conv)
+        self.post_in = Conv(2 * nc, nc, 3, **conv)
+        self.post_out = Conv(nc, nc, 3, **conv)
+        self.dtype = dtype
+
+    def __call__(self, f_n: jax.Array, x: jax.Array) -> jax.Array:
+        dtype = self.dtype or jnp.float32
+        nc = x.shape[-1]
+        p = self.project_in(f_n)
+        d3 = jax.nn.relu(self.qk_dw3(p))
+        d5 = jax.nn.relu(self.qk_dw5(p))
+        q3, k3 = d3[..., :nc], d3[..., nc:]
+        q5, k5 = d5[..., :nc], d5[..., nc:]
+        u = jax.nn.relu(self.local_g3(jnp.concatenate([q3, q5], -1)))
+        w = jax.nn.relu(self.local_g5(jnp.concatenate([k3, k5], -1)))
+        f_s = self.project_out(jnp.concatenate([u, w], -1))
+        v3 = jax.nn.relu(self.value_dw3(x))
+        v5 = jax.nn.relu(self.value_dw5(x))
+        tau = self.temperature[...]
+        o3 = channel_attention(q3, k3, v3, tau).astype(dtype)
+        o5 = channel_attention(q5, k5, v5, tau).astype(dtype)
+        f_c = self.project_ch(jnp.concatenate([o3, o5], -1))
+        h_l = self.fuse_local(jnp.concatenate([f_n, f_s], -1))
+        h_g = self.fuse_global(jnp.concatenate([f_n, f_c], -1))
+        y = self.post_out(jax.nn.leaky_relu(self.post_in(jnp.concatenate([h_l, h_g], -1)), 0.1))
+        return y + x.astype(y.dtype)

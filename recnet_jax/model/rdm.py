@@ -1,0 +1,113 @@
+"""RDM: the region-aware de-exposure module (official class ``RIN``, state_dict prefix ``norm.``).
+
+Three branches, i = under (region weight m_u = G * M), over (m_o = G * (1 - M)) and global (m = 1):
+
+    Y_i = X * m_i                                       [B,H,W,C]
+    A_i = sigmoid(gate_i([mean_c(Y_i), max_c(Y_i), m_i]))   [B,H,W,1]   (CBAM-like spatial gate)
+    N_i = norm(...)                                     (the two variants below)
+    Z_i = tail_i(N_i)                                   3x3 conv, no bias
+    F_n = (1 - alpha) * fuse_under([Z_u, Z_g]) + alpha * fuse_over([Z_o, Z_g])
+
+``norm_variant='official'`` (bit-compatible with the release): N_i = IN(Y_i * A_i), one affine
+instance norm shared by the branches, statistics over all H*W pixels, biased variance.
+
+``norm_variant='paper'``: region-aware normalisation with masked moment statistics of
+Y'_i = X * A_i, weighted by m_i, and the result restricted to the region again (see
+:func:`masked_instance_norm`). The global branch (m = 1) is plain instance norm.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from recnet_jax.model import layers
+from recnet_jax.model.conv import Conv
+
+NORM_VARIANTS = ("paper", "official")
+
+
+def instance_norm(v: jax.Array, scale: jax.Array, bias: jax.Array, eps: float = 1e-5) -> jax.Array:
+    """Affine instance norm of [B,H,W,C] over H, W with the biased variance (PyTorch's
+    ``InstanceNorm2d(affine=True)``); scale, bias [C]. Computed in float32."""
+    v = v.astype(jnp.float32)
+    mu = jnp.mean(v, axis=(1, 2), keepdims=True)
+    var = jnp.mean(jnp.square(v - mu), axis=(1, 2), keepdims=True)
+    return scale * (v - mu) * jax.lax.rsqrt(var + eps) + bias
+
+
+def masked_moments(y: jax.Array, m: jax.Array, eps: float = 1e-5) -> tuple[jax.Array, jax.Array]:
+    """Per image and channel, the mean and variance of y [B,H,W,C] weighted by m [B,H,W,1]:
+
+        mu  = sum(m * y) / (sum(m) + eps),  var = sum(m * (y - mu)^2) / (sum(m) + eps)
+
+    Returns (mu, var), each [B,1,1,C]. Pixels with m = 0 do not enter either statistic.
+    """
+    y = y.astype(jnp.float32)
+    m = m.astype(jnp.float32)
+    denom = jnp.sum(m, axis=(1, 2), keepdims=True) + eps
+    mu = jnp.sum(m * y, axis=(1, 2), keepdims=True) / denom
+    var = jnp.sum(m * jnp.square(y - mu), axis=(1, 2), keepdims=True) / denom
+    return mu, var
+
+
+def masked_instance_norm(y: jax.Array, m: jax.Array, scale: jax.Array, bias: jax.Array,
+                         eps: float = 1e-5) -> jax.Array:
+    """Region-aware normalisation: m * (scale * (y - mu) / sqrt(var + eps) + bias), with the masked
+    moments of :func:`masked_moments`. y [B,H,W,C], m [B,H,W,1], scale/bias [C] -> [B,H,W,C]."""
+    mu, var = masked_moments(y, m, eps)
+    return m.astype(jnp.float32) * (scale * (y.astype(jnp.float32) - mu) * jax.lax.rsqrt(var + eps) + bias)
+
+
+class RegionAwareDeExposure(nnx.Module):
+    """RDM. Call ``(x [B,H,W,nc], m_u [B,H,W,1], m_o [B,H,W,1]) -> F_n [B,H,W,nc]``.
+
+    The region weights come from :func:`recnet_jax.model.layers.blur_masks` with this module's
+    ``blur_kernel`` [blur_size, blur_size] (the model blurs the shared mask once for all blocks).
+    """
+
+    def __init__(self, nc: int = 8, *, blur_size: int = 31, norm_variant: str = "paper",
+                 norm_eps: float = 1e-5, impl: str = "auto", dtype=None, rngs: nnx.Rngs):
+        if norm_variant not in NORM_VARIANTS:
+            raise ValueError(f"norm_variant must be one of {NORM_VARIANTS}, got {norm_variant!r}")
+        if blur_size % 2 != 1:
+            raise ValueError(f"blur_size must be odd, got {blur_size}")
+        conv = dict(impl=impl, dtype=dtype, rngs=rngs)
+        self.blur_kernel = nnx.Param(jnp.asarray(layers.gaussian_kernel(blur_size, 3.0)))
+        self.gates = nnx.List([Conv(3, 1, 3, use_bias=False, **conv) for _ in range(3)])
+        self.norm_scale = nnx.Param(jnp.ones((nc,), jnp.float32))
+        self.norm_bias = nnx.Param(jnp.zeros((nc,), jnp.float32))
+        self.tails = nnx.List([Conv(nc, nc, 3, use_bias=False, **conv) for _ in range(3)])
+        self.fuse_under = Conv(2 * nc, nc, 1, **conv)
+        self.fuse_over = Conv(2 * nc, nc, 1, **conv)
+        self.alpha = nnx.Param(jnp.full((1,), 0.5, jnp.float32))
+        self.norm_variant = norm_variant
+        self.norm_eps = norm_eps
+        self.dtype = dtype
+
+    def branch(self, i: int, x: jax.Array, m: jax.Array | None) -> jax.Array:
+        """Branch i (0 under, 1 over, 2 global with m=None meaning m = 1) -> Z_i [B,H,W,nc]."""
+        dtype = self.dtype or jnp.float32
+        if m is None:
+            m = jnp.ones(x.shape[:3] + (1,), x.dtype)
+            y = x
+        else:
+            y = x * m.astype(x.dtype)
+        gate_in = jnp.concatenate([jnp.mean(y, -1, keepdims=True), jnp.max(y, -1, keepdims=True),
+                                   m.astype(y.dtype)], axis=-1)
+        a = jax.nn.sigmoid(self.gates[i](gate_in))
+        scale, bias = self.norm_scale[...], self.norm_bias[...]
+        if self.norm_variant == "official":
+            n = instance_norm(y * a, scale, bias, self.norm_eps)
+        else:
+            n = masked_instance_norm(x * a, m, scale, bias, self.norm_eps)
+        return self.tails[i](n.astype(dtype))
+
+    def __call__(self, x: jax.Array, m_u: jax.Array, m_o: jax.Array) -> jax.Array:
+        z_u = self.branch(0, x, m_u)
+        z_o = self.branch(1, x, m_o)
+        z_g = self.branch(2, x, None)
+        alpha = self.alpha[...].astype(z_u.dtype)
+        return ((1.0 - alpha) * self.fuse_under(jnp.concatenate([z_u, z_g], -1))
+                + alpha * self.fuse_over(jnp.concatenate([z_o, z_g], -1)))

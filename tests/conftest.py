@@ -1,0 +1,41 @@
+"""Test-wide JAX set-up: CPU, the persistent compilation cache, the fast `rbg` PRNG for inits, and
+highest matmul precision (parity tests compare against float32 PyTorch to 1e-5)."""
+
+import os
+import pathlib
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+jax.config.update("jax_compilation_cache_dir", os.environ.get(
+    "JAX_COMPILATION_CACHE_DIR", str(REPO / ".cache" / "jax")))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+jax.config.update("jax_default_prng_impl", "rbg")
+jax.config.update("jax_default_matmul_precision", "highest")
+
+try:  # absl-using code (grain) reads flags; pytest never parses them.
+    from absl import flags
+    flags.FLAGS.mark_as_parsed()
+except ImportError:  # pragma: no cover
+    pass
+
+
+def fixtures_dir() -> pathlib.Path:
+    """The shared parity fixtures: ../shared/fixtures beside the repo (RECNET_FIXTURES overrides)."""
+    return pathlib.Path(os.environ.get("RECNET_FIXTURES", REPO.parent / "shared" / "fixtures"))
+
+
+@pytest.fixture(scope="session")
+def fixture_path():
+    def get(name: str) -> pathlib.Path:
+        path = fixtures_dir() / name
+        if not path.exists():
+            pytest.fail(f"missing shared fixture {path}; tests need ../shared/fixtures beside the repo "
+                        "(or RECNET_FIXTURES pointing at it)")
+        return path
+    return get
