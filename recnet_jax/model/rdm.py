@@ -86,23 +86,35 @@ class RegionAwareDeExposure(nnx.Module):
         self.norm_eps = norm_eps
         self.dtype = dtype
 
-    def branch(self, i: int, x: jax.Array, m: jax.Array | None) -> jax.Array:
-        """Branch i (0 under, 1 over, 2 global with m=None meaning m = 1) -> Z_i [B,H,W,nc]."""
-        dtype = self.dtype or jnp.float32
+    def gated(self, i: int, x: jax.Array, m: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+        """The input of branch i's normalisation and its region weight.
+
+        Args:
+          i: 0 under, 1 over, 2 global.
+          x: [B,H,W,nc] block input; m: [B,H,W,1] region weight, None for the global branch (m = 1).
+        Returns:
+          (v, m): v [B,H,W,nc] is Y_i * A_i ('official') or X * A_i ('paper'), m [B,H,W,1].
+        """
         if m is None:
             m = jnp.ones(x.shape[:3] + (1,), x.dtype)
             y = x
         else:
-            y = x * m.astype(x.dtype)
-        gate_in = jnp.concatenate([jnp.mean(y, -1, keepdims=True), jnp.max(y, -1, keepdims=True),
-                                   m.astype(y.dtype)], axis=-1)
+            m = m.astype(x.dtype)
+            y = x * m
+        gate_in = jnp.concatenate([jnp.mean(y, -1, keepdims=True), jnp.max(y, -1, keepdims=True), m],
+                                  axis=-1)
         a = jax.nn.sigmoid(self.gates[i](gate_in))
+        return (y * a if self.norm_variant == "official" else x * a), m
+
+    def branch(self, i: int, x: jax.Array, m: jax.Array | None) -> jax.Array:
+        """Branch i (0 under, 1 over, 2 global with m=None meaning m = 1) -> Z_i [B,H,W,nc]."""
+        v, m = self.gated(i, x, m)
         scale, bias = self.norm_scale[...], self.norm_bias[...]
         if self.norm_variant == "official":
-            n = instance_norm(y * a, scale, bias, self.norm_eps)
+            n = instance_norm(v, scale, bias, self.norm_eps)
         else:
-            n = masked_instance_norm(x * a, m, scale, bias, self.norm_eps)
-        return self.tails[i](n.astype(dtype))
+            n = masked_instance_norm(v, m, scale, bias, self.norm_eps)
+        return self.tails[i](n.astype(self.dtype or jnp.float32))
 
     def __call__(self, x: jax.Array, m_u: jax.Array, m_o: jax.Array) -> jax.Array:
         z_u = self.branch(0, x, m_u)
