@@ -1,0 +1,199 @@
+"""RECNet: parameter count, parity with the official PyTorch release, the paper variant, shapes,
+jit/eager agreement and input checks."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import recnet_jax
+from recnet_jax import convert
+from recnet_jax.model import layers, mru, rdm
+
+ATOL = 1e-5
+
+
+def nhwc(a):
+    return np.asarray(a).transpose(0, 2, 3, 1)
+
+
+@pytest.fixture(scope="module")
+def parity(fixture_path):
+    return dict(np.load(fixture_path("official_recnet_parity_a.npz")))
+
+
+@pytest.fixture(scope="module")
+def official(parity):
+    """The converted official model and its jitted functional apply."""
+    model = convert.from_official({k: v for k, v in parity.items() if k.startswith("param/")})
+    graphdef, state = nnx.split(model)
+    apply = jax.jit(lambda state, x: nnx.merge(graphdef, state)(x))
+    return model, state, apply
+
+
+@pytest.fixture(scope="module")
+def paper_model():
+    return recnet_jax.RECNet(rngs=nnx.Rngs(0))
+
+
+def test_official_configuration_has_38975_parameters():
+    model = nnx.eval_shape(lambda: recnet_jax.RECNet(norm_variant="official", rngs=nnx.Rngs(0)))
+    params = nnx.state(model, nnx.Param)
+    assert sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params)) == 38_975
+    assert len(jax.tree.leaves(params)) == 229 == len(convert.official_layout(5))
+
+
+@pytest.mark.parametrize("impl", ["fast", "lax"])
+def test_parity_with_the_official_release(parity, impl):
+    model = convert.from_official({k: v for k, v in parity.items() if k.startswith("param/")},
+                                  conv_impl=impl)
+    assert model.norm_variant == "official" and model.nc == 8
+    graphdef, state = nnx.split(model)
+    out = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x))(state, jnp.asarray(nhwc(parity["x"])))
+    np.testing.assert_allclose(out.image, nhwc(parity["out"]), atol=ATOL, rtol=0)
+    np.testing.assert_allclose(out.mask, nhwc(parity["mask"]), atol=ATOL, rtol=0)
+    np.testing.assert_allclose(out.stem, nhwc(parity["x_pre"]), atol=ATOL, rtol=0)
+    assert len(out.features) == 5
+    for k, feat in enumerate(out.features):
+        np.testing.assert_allclose(feat, nhwc(parity[f"feat{k + 1}"]), atol=ATOL, rtol=0)
+
+
+def test_block_one_internals_match_the_release(parity, official):
+    """Region weights, RDM output and attention logits of block 1 (pinpoints a wrong layer)."""
+    model, _, _ = official
+    x = jnp.asarray(nhwc(parity["x"]))
+    f0 = model.stem(x)
+    mask = model.emp(f0)
+    m_u, m_o = layers.blur_masks(mask, model.blocks[0].rdm.blur_kernel[...][None])
+    np.testing.assert_allclose(m_u[0], nhwc(parity["dbg/conv1.norm.blur_mask"]), atol=ATOL)
+    np.testing.assert_allclose(m_o[0], nhwc(parity["dbg/conv1.norm.blur_mask_comp"]), atol=ATOL)
+    block = model.blocks[0]
+    f_n = block.rdm(f0, m_u[0], m_o[0])
+    np.testing.assert_allclose(f_n, nhwc(parity["dbg/conv1.norm_out"]), atol=ATOL)
+    p = block.mru.project_in(f_n)
+    for size, conv in [(3, block.mru.qk_dw3), (5, block.mru.qk_dw5)]:
+        d = jax.nn.relu(conv(p))
+        logits = mru.channel_attention_logits(d[..., :8], d[..., 8:], block.mru.temperature[...])
+        ref = parity[f"dbg/conv1.attn{size}_logits"]
+        np.testing.assert_allclose(logits, ref, atol=ATOL * np.abs(ref).max(), rtol=0)
+
+
+def test_official_to_nnx_to_official_is_exact(parity, official):
+    model, _, _ = official
+    ref = convert.read_state_dict(parity)
+    out = convert.to_official(model)
+    assert list(out) == list(ref)   # the release's key order
+    for key in ref:
+        assert out[key].shape == ref[key].shape and np.array_equal(out[key], ref[key]), key
+
+
+def test_variants_share_the_parameter_tree():
+    def tree(variant):
+        m = nnx.eval_shape(lambda: recnet_jax.RECNet(norm_variant=variant, rngs=nnx.Rngs(0)))
+        return jax.tree.map(lambda p: p.shape, nnx.to_pure_dict(nnx.state(m, nnx.Param)))
+    assert tree("paper") == tree("official")
+
+
+def test_masked_statistics_equal_numpy():
+    rng = np.random.default_rng(1)
+    y = rng.normal(size=(2, 7, 9, 8)).astype(np.float32)
+    m = rng.uniform(size=(2, 7, 9, 1)).astype(np.float32)
+    m[0, :3] = 0.0
+    eps = 1e-5
+    mu, var = rdm.masked_moments(jnp.asarray(y), jnp.asarray(m), eps)
+    y64, m64 = y.astype(np.float64), m.astype(np.float64)
+    denom = m64.sum(axis=(1, 2), keepdims=True) + eps
+    mu_ref = (m64 * y64).sum(axis=(1, 2), keepdims=True) / denom
+    var_ref = (m64 * (y64 - mu_ref) ** 2).sum(axis=(1, 2), keepdims=True) / denom
+    np.testing.assert_allclose(mu, mu_ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(var, var_ref, rtol=1e-5, atol=1e-6)
+    scale = rng.normal(size=8).astype(np.float32)
+    bias = rng.normal(size=8).astype(np.float32)
+    z = rdm.masked_instance_norm(jnp.asarray(y), jnp.asarray(m), scale, bias, eps)
+    np.testing.assert_allclose(z, m64 * (scale * (y64 - mu_ref) / np.sqrt(var_ref + eps) + bias),
+                               rtol=1e-4, atol=1e-5)
+    # With m = 1 it is the plain instance norm (denominator H*W + eps instead of H*W).
+    ones = jnp.ones_like(jnp.asarray(m))
+    np.testing.assert_allclose(rdm.masked_instance_norm(jnp.asarray(y), ones, scale, bias, eps),
+                               rdm.instance_norm(jnp.asarray(y), scale, bias, eps), atol=1e-5)
+
+
+def test_paper_branch_statistics_ignore_pixels_outside_the_region(paper_model):
+    """Changing X where a branch's region weight is 0 leaves that branch's statistics unchanged
+    (the gate at the region's pixels sees X * m, which is 0 there)."""
+    rdm_module = paper_model.blocks[0].rdm
+    rng = np.random.default_rng(2)
+    x = jnp.asarray(rng.uniform(size=(1, 12, 14, 8)), jnp.float32)
+    m = np.zeros((1, 12, 14, 1), np.float32)
+    m[:, :6] = rng.uniform(0.2, 1.0, size=(1, 6, 14, 1))
+    m = jnp.asarray(m)
+    changed = x.at[:, 6:].set(jnp.asarray(rng.uniform(-3, 3, size=(1, 6, 14, 8)), jnp.float32))
+    for branch in (0, 1):
+        before = rdm.masked_moments(*rdm_module.gated(branch, x, m))
+        after = rdm.masked_moments(*rdm_module.gated(branch, changed, m))
+        for a, b in zip(before, after):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_converted_checkpoint_loads_into_the_paper_variant(parity, official):
+    _, _, apply = official
+    paper = convert.from_official(parity, norm_variant="paper")
+    assert paper.norm_variant == "paper"
+    for a, b in zip(jax.tree.leaves(nnx.state(paper, nnx.Param)),
+                    jax.tree.leaves(nnx.state(official[0], nnx.Param))):
+        np.testing.assert_array_equal(a, b)
+    x = jnp.asarray(nhwc(parity["x"]))
+    assert float(jnp.abs(paper(x).image - apply(official[1], x).image).max()) > 1e-3
+
+
+@pytest.fixture(scope="module")
+def odd_batch():
+    rng = np.random.default_rng(3)
+    return jnp.asarray(rng.uniform(size=(3, 37, 53, 3)), jnp.float32)
+
+
+@pytest.fixture(scope="module")
+def paper_apply(paper_model):
+    graphdef, state = nnx.split(paper_model)
+    return jax.jit(lambda x: nnx.merge(graphdef, state)(x))
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_odd_sizes_jit_and_eager_agree(paper_model, paper_apply, odd_batch, batch):
+    x = odd_batch[:batch]
+    jitted = paper_apply(x)
+    eager = paper_model(x)
+    assert jitted.image.shape == (batch, 37, 53, 3) and jitted.mask.shape == (batch, 37, 53, 1)
+    assert jitted.stem.shape == (batch, 37, 53, 8)
+    assert [f.shape for f in jitted.features] == [(batch, 37, 53, 8)] * 5
+    for a, b in zip(jax.tree.leaves(jitted), jax.tree.leaves(eager)):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
+    assert 0.0 <= float(jitted.image.min()) and float(jitted.image.max()) <= 1.0
+
+
+def test_images_of_a_batch_are_independent(paper_apply, odd_batch):
+    whole = paper_apply(odd_batch).image
+    single = paper_apply(odd_batch[:1]).image
+    np.testing.assert_allclose(whole[:1], single, atol=1e-5)
+
+
+def test_nan_spreads_over_its_own_image_only(paper_apply, odd_batch):
+    """The documented behaviour: a NaN pixel makes its image's output NaN, not its neighbours'."""
+    out = paper_apply(odd_batch.at[1, 5, 7, 0].set(jnp.nan)).image
+    assert bool(jnp.all(jnp.isnan(out[1])))
+    assert not bool(jnp.any(jnp.isnan(out[0]))) and not bool(jnp.any(jnp.isnan(out[2])))
+
+
+@pytest.mark.parametrize("shape,dtype", [((37, 53, 3), jnp.float32), ((1, 37, 53, 4), jnp.float32),
+                                         ((1, 3, 37, 53), jnp.float32), ((1, 8, 8, 3), jnp.uint8)])
+def test_bad_input_names_the_expected_shape(paper_model, shape, dtype):
+    with pytest.raises(ValueError, match=r"\[B, H, W, 3\]|float images"):
+        paper_model(jnp.zeros(shape, dtype))
+
+
+def test_bad_constructor_arguments():
+    with pytest.raises(ValueError, match="norm_variant"):
+        recnet_jax.RECNet(norm_variant="masked")
+    with pytest.raises(ValueError, match="conv_impl"):
+        recnet_jax.RECNet(conv_impl="cudnn")
