@@ -278,7 +278,7 @@ def save_official(state_dict: Mapping[str, np.ndarray], path: str) -> str:
             raise ImportError(f"writing {path} needs torch (pip install -r requirements-torch.txt); "
                               "write an .npz instead") from e
         from collections import OrderedDict
-        torch.save(OrderedDict((k, torch.from_numpy(np.ascontiguousarray(v)))
+        torch.save(OrderedDict((k, torch.from_numpy(np.array(v, dtype=np.float32)))
                                for k, v in state_dict.items()), tmp)
     else:
         raise ValueError(f"{path}: the official side is written as .npz or .pth")

@@ -30,22 +30,29 @@ def channel_attention_logits(q: jax.Array, k: jax.Array, temperature: jax.Array)
     q, k: [B,H,W,C] with C = heads * d; temperature [heads]. Returns L [B, heads, d, d] with
     L[b,h,c,e] = temperature[h] * sum_n q[b,n,h*d+c] k[b,n,h*d+e]. Always float32 at HIGHEST
     precision: the logits are sums over all H*W pixels and reach hundreds.
+
+    Computed as the full C x C Gram matrix (one plain batched matmul over the pixels, which XLA
+    runs without transposing the [B, H*W, C] operands) whose diagonal blocks are the heads.
     """
     b, h, w, c = q.shape
     heads = temperature.shape[0]
-    qh = q.astype(jnp.float32).reshape(b, h * w, heads, c // heads)
-    kh = k.astype(jnp.float32).reshape(b, h * w, heads, c // heads)
-    logits = jnp.einsum("bnhc,bnhd->bhcd", qh, kh, precision=HIGHEST)
+    d = c // heads
+    gram = jnp.einsum("bnc,bne->bce", q.astype(jnp.float32).reshape(b, h * w, c),
+                      k.astype(jnp.float32).reshape(b, h * w, c), precision=HIGHEST)
+    blocks = gram.reshape(b, heads, d, heads, d)
+    logits = jnp.moveaxis(jnp.diagonal(blocks, axis1=1, axis2=3), -1, 1)    # [B, heads, d, d]
     return logits * temperature.astype(jnp.float32)[None, :, None, None]
 
 
 def channel_attention(q: jax.Array, k: jax.Array, v: jax.Array, temperature: jax.Array) -> jax.Array:
-    """softmax_d(L) applied to v [B,H,W,C] -> [B,H,W,C] (float32)."""
+    """softmax_d(L) applied to v [B,H,W,C] -> [B,H,W,C] (float32), as one matmul of v with the
+    block-diagonal [C, C] attention matrix."""
     b, h, w, c = v.shape
     heads = temperature.shape[0]
-    attn = jax.nn.softmax(channel_attention_logits(q, k, temperature), axis=-1)
-    vh = v.astype(jnp.float32).reshape(b, h * w, heads, c // heads)
-    out = jnp.einsum("bhcd,bnhd->bnhc", attn, vh, precision=HIGHEST)
+    attn = jax.nn.softmax(channel_attention_logits(q, k, temperature), axis=-1)   # [B,heads,d,d]
+    full = jnp.einsum("bhij,hg->bhigj", attn, jnp.eye(heads, dtype=attn.dtype)).reshape(b, c, c)
+    out = jnp.einsum("bne,bce->bnc", v.astype(jnp.float32).reshape(b, h * w, c), full,
+                     precision=HIGHEST)
     return out.reshape(b, h, w, c)
 
 
