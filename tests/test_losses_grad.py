@@ -1,19 +1,20 @@
-"""The official model on the loss fixture: the terms through RECNet's forward, and the gradient of the total
-with respect to all 229 parameters against the release's ``grad/*``.
+"""The official model on the loss fixture: the terms through RECNet's forward, and the gradient of the
+total with respect to all 229 parameters against the release's ``grad/*``.
 
-The loss gradient with respect to the model outputs (image, mask) is pulled back through the model's VJP.
-Two float32 effects decide how this is set up (numbers measured on loss_a; see docs/losses.md):
+Three float32 facts shape these tests (measured on loss_a, per tensor as max |g - ref| / max |ref|):
 
-* The ECR's mask gradient crosses a near-tie in a VGG 2x2 max pool (branch ``l_b_minus``, second pool: two
-  candidates 1e-8 apart, 2e-7 relative). Any float32 evaluation may route it either way: ours, and a float32
-  PyTorch re-run of the release's loss on the same tensors, route it the other way from the fixture's run,
-  which moves the EMP and stem gradients by up to 4.8e-3 here (1.6e-2 with a jitted
-  forward; relative to max |g|). The float64 loss gradient
-  routes it as the fixture does. So the loss is differentiated in float64 (x64) for the <= 1e-4 check, and in
-  float32 for a check of the 219 ``dualprocess.*`` tensors, which the mask gradient does not reach.
-* The model's forward is evaluated eagerly: a jitted forward+backward of the float32 model puts the attention
-  path's gradients (``mssa.temperature``, ``project_in``, ``dwconv3x3``) up to 1.6e-4 away (1.5e-3 with
-  ``conv_impl='lax'``), against <= 6e-5 eagerly.
+* **The fixture is itself float32.** A float64 evaluation of the same model and loss (``dtype=float64``
+  under x64) is 1.08e-4 away from the fixture on ``dualprocess.conv1.mssa.temperature`` and <= 7e-5 on
+  every other tensor: the release's float32 run has that much rounding in the attention temperature's
+  gradient (its logits are sums over all pixels, reaching hundreds). So the temperature tensors are held
+  to 1.5e-4 against the fixture and everything else to the issue's 1e-4; against our own float64
+  reference, our jitted float32 gradient is held to 2e-5 on every tensor (measured <= 1.1e-5).
+* **The mask gradient crosses a near-tie** in one VGG 2x2 max pool (branch ``l_b_minus``, two candidates
+  2e-7 apart). float32 may route it either way; float64 routes it as the fixture did. Where the loss is
+  differentiated in float32 the EMP and stem gradients (``learned_mask.*``, ``extract.*``) move by up to a
+  few 1e-3; the 219 ``dualprocess.*`` tensors are not reached by it.
+* The model's channel-attention softmax has a cancellation-free VJP (``mru.attention_softmax``); without
+  it a jitted float32 backward pass was 2.5e-3 away on the temperature.
 """
 
 import jax
@@ -24,78 +25,103 @@ from flax import nnx
 
 from recnet_jax import convert, losses
 
-from _losses_util import (LOSS_FIXTURE, TERM_KEYS, TERM_RTOL, ImageMask, load_npz, nhwc, rel_err, tensor_err,
-                          terms_jit, vgg_mapping)
+from _losses_util import (LOSS_FIXTURE, TERM_KEYS, TERM_RTOL, ImageMask, load_npz, nhwc, rel_err,
+                          tensor_err, terms_jit, vgg_mapping)
 
-GRAD_TOL = 1e-4  # max |g - g_ref| / max |g_ref|, per tensor
+GRAD_TOL = 1e-4          # the issue's tolerance, per tensor
+TEMPERATURE_TOL = 1.5e-4  # the fixture's own float32 error on the temperature is 1.08e-4 (above)
 MASK_PATH = ("extract.", "learned_mask.")  # the parameters that M depends on
 
 
 @pytest.fixture(scope="module")
 def fx(fixture_path):
-  return load_npz(fixture_path(LOSS_FIXTURE))
+    return load_npz(fixture_path(LOSS_FIXTURE))
 
 
 @pytest.fixture(scope="module")
 def setup(fx):
-  """(vgg, lq, gt, (image, mask), jitted pullback: cotangents (d image, d mask) -> {official key: grad})."""
-  model = convert.from_official(fx, norm_variant="official")
-  vgg = losses.load_vgg16(vgg_mapping(fx))
-  lq, gt = nhwc(fx["lq"]), nhwc(fx["gt"])
-  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-
-  def forward(p):
-    out = nnx.merge(graphdef, p, rest)(lq)
-    return out.image, out.mask
-
-  outputs, vjp = jax.vjp(forward, params)
-  vjp = jax.jit(vjp)
-  return vgg, lq, gt, outputs, lambda ct: convert.to_official(vjp(ct)[0])
+    """(model, vgg, lq, gt)."""
+    model = convert.from_official(fx, norm_variant="official")
+    vgg = losses.load_vgg16(vgg_mapping(fx))
+    return model, vgg, jnp.asarray(nhwc(fx["lq"])), jnp.asarray(nhwc(fx["gt"]))
 
 
-def _loss_grad(setup, dtype):
-  vgg, lq, gt, (image, mask), _ = setup
-  def total(image, mask):
-    return losses.loss_terms(ImageMask(image, mask), jnp.asarray(lq, dtype), jnp.asarray(gt, dtype), vgg)["total"]
-  gi, gm = jax.jit(jax.grad(total, argnums=(0, 1)))(jnp.asarray(image, dtype), jnp.asarray(mask, dtype))
-  return np.asarray(gi, np.float32), np.asarray(gm, np.float32)
+def _forward(model):
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+    def forward(p, lq):
+        out = nnx.merge(graphdef, p, rest)(lq)
+        return out.image, out.mask
+    return forward, params
 
 
-def _errors(grads, fx):
-  keys = [k[len("grad/"):] for k in fx if k.startswith("grad/")]
-  assert sorted(grads) == sorted(keys) and len(keys) == 229
-  return {k: tensor_err(grads[k], fx["grad/" + k]) for k in keys}
+def _total(image, mask, lq, gt, vgg):
+    return losses.loss_terms(ImageMask(image, mask), lq, gt, vgg)["total"]
 
 
-def _worst(errs, n=5):
-  return [(k, f"{e:.2e}") for k, e in sorted(errs.items(), key=lambda kv: -kv[1])[:n]]
+def _errors(grads, ref, fx=None):
+    keys = [k[len("grad/"):] for k in fx if k.startswith("grad/")] if fx is not None else list(ref)
+    assert sorted(grads) == sorted(keys) and len(keys) == 229
+    return {k: tensor_err(grads[k], fx["grad/" + k] if fx is not None else ref[k]) for k in keys}
+
+
+def _check_fixture_tolerances(errs, only=None):
+    worst = sorted(errs.items(), key=lambda kv: -kv[1])[:5]
+    for key, err in errs.items():
+        if only is not None and not only(key):
+            continue
+        tol = TEMPERATURE_TOL if key.endswith("mssa.temperature") else GRAD_TOL
+        assert err <= tol, f"{key}: {err:.2e} > {tol:.0e}; worst: {[(k, f'{e:.2e}') for k, e in worst]}"
 
 
 @pytest.fixture(scope="module")
-def model_terms(setup):
-  vgg, lq, gt, (image, mask), _ = setup
-  return terms_jit(ImageMask(image, mask), lq, gt, vgg)
+def jitted_float32(setup):
+    """The training-step gradient: the float32 model jitted end to end, its output cotangents from the
+    loss differentiated in float64 (which routes the VGG near-tie as the fixture does) and in float32."""
+    model, vgg, lq, gt = setup
+    forward, params = _forward(model)
+    pullback = jax.jit(lambda p, ct: jax.vjp(lambda q: forward(q, lq), p)[1](ct)[0])
+    image, mask = jax.jit(forward)(params, lq)
+    with jax.enable_x64(True):
+        f64 = lambda a: jnp.asarray(a, jnp.float64)
+        ct64 = jax.jit(jax.grad(_total, argnums=(0, 1)))(f64(image), f64(mask), f64(lq), f64(gt), vgg)
+        ct64 = tuple(np.asarray(c, np.float32) for c in ct64)
+    ct32 = jax.jit(jax.grad(_total, argnums=(0, 1)))(image, mask, lq, gt, vgg)
+    return (ImageMask(image, mask), convert.to_official(pullback(params, ct64)),
+            convert.to_official(pullback(params, ct32)))
 
 
 @pytest.mark.parametrize("name", list(TERM_KEYS))
-def test_terms_through_model_match_fixture(model_terms, fx, name):
-  terms = model_terms
-  err = rel_err(terms[name], fx[TERM_KEYS[name]])
-  assert err <= TERM_RTOL[name], f"{name}: {float(terms[name])!r} vs {float(fx[TERM_KEYS[name]])!r}, rel {err:.2e}"
+def test_terms_through_model_match_fixture(jitted_float32, setup, fx, name):
+    _, vgg, lq, gt = setup
+    terms = terms_jit(jitted_float32[0], lq, gt, vgg)
+    err = rel_err(terms[name], fx[TERM_KEYS[name]])
+    assert err <= TERM_RTOL[name], f"{name}: {float(terms[name])!r} vs {float(fx[TERM_KEYS[name]])!r}, rel {err:.2e}"
 
 
-def test_gradients_of_total_match_fixture(setup, fx):
-  """d total / d params, the loss differentiated in float64: every tensor <= 1e-4 of its max |g|."""
-  with jax.enable_x64(True):
-    cotangents = _loss_grad(setup, jnp.float64)
-  errs = _errors(setup[4](cotangents), fx)
-  assert max(errs.values()) <= GRAD_TOL, f"worst tensors (max|diff|/max|ref|): {_worst(errs)}"
+def test_gradients_of_total_match_fixture(jitted_float32, fx):
+    """d total / d params, jitted float32 model: every tensor <= 1e-4 (temperature: 1.5e-4, above)."""
+    _check_fixture_tolerances(_errors(jitted_float32[1], None, fx))
 
 
-def test_float32_loss_gradients_match_fixture(setup, fx):
-  """The float32 loss: the 219 dualprocess tensors <= 1e-4; the mask path within the VGG near-tie's reach."""
-  errs = _errors(setup[4](_loss_grad(setup, jnp.float32)), fx)
-  rest = {k: e for k, e in errs.items() if not k.startswith(MASK_PATH)}
-  assert len(rest) == 219
-  assert max(rest.values()) <= GRAD_TOL, f"worst tensors: {_worst(rest)}"
-  assert max(errs.values()) <= 3e-2, f"worst tensors: {_worst(errs)}"
+def test_float32_loss_gradients_match_fixture(jitted_float32, fx):
+    """All float32: the 219 dualprocess tensors as above; the mask path within the near-tie's reach."""
+    errs = _errors(jitted_float32[2], None, fx)
+    _check_fixture_tolerances(errs, only=lambda k: not k.startswith(MASK_PATH))
+    assert max(errs.values()) <= 3e-2, sorted(errs.items(), key=lambda kv: -kv[1])[:3]
+
+
+def test_float32_gradient_is_within_2e5_of_a_float64_reference(setup, jitted_float32, fx):
+    """The same model and loss in float64: close to the fixture (its float32 error on the temperature is
+    the only one above 1e-4), and our float32 training gradient within 2e-5 of it on every tensor."""
+    model, vgg, lq, gt = setup
+    with jax.enable_x64(True):
+        model64 = convert.from_official(fx, dtype=jnp.float64)
+        forward, params = _forward(model64)
+        params = jax.tree.map(lambda a: a.astype(jnp.float64), params)
+        f64 = lambda a: jnp.asarray(a, jnp.float64)
+        grad = jax.jit(jax.grad(lambda p: _total(*forward(p, f64(lq)), f64(lq), f64(gt), vgg)))(params)
+        ref = convert.to_official(jax.tree.map(np.asarray, grad))
+    _check_fixture_tolerances(_errors(ref, None, fx))
+    errs = _errors(jitted_float32[1], ref)
+    assert max(errs.values()) <= 2e-5, sorted(errs.items(), key=lambda kv: -kv[1])[:3]

@@ -26,7 +26,8 @@ class Conv(nnx.Module):
     """k x k conv, stride 1, output the same size as the input.
 
     Params: ``kernel`` [k, k, in/groups, out] and ``bias`` [out] (None with ``use_bias=False``).
-    Call: [B, H, W, in] -> [B, H, W, out], computed in ``dtype`` (float32 when None).
+    Call: [B, H, W, in] -> [B, H, W, out], computed in ``dtype`` (when None: float32, or
+    float64 for float64 input under ``jax_enable_x64``).
     """
 
     def __init__(self, in_features: int, out_features: int, kernel_size: int = 3, *,
@@ -44,7 +45,7 @@ class Conv(nnx.Module):
         self.dtype = dtype
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        dtype = self.dtype or jnp.float32
+        dtype = self.dtype or jnp.promote_types(x.dtype, jnp.float32)
         bias = None if self.bias is None else self.bias[...].astype(dtype)
         return layers.conv2d(x.astype(dtype), self.kernel[...].astype(dtype), bias,
                              groups=self.groups, padding=self.padding, impl=self.impl)

@@ -30,6 +30,12 @@ Padding = Literal["zero", "edge"]
 _DIMS = ("NHWC", "HWIO", "NHWC")
 
 
+def wide(x: jax.Array) -> jax.Array:
+    """x cast to at least float32 (bfloat16 -> float32; float64 stays float64 under jax_enable_x64).
+    Statistics, attention and outputs use this precision whatever the conv compute dtype."""
+    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
 def resolve_impl(impl: str, backend: str | None = None) -> str:
     """Maps ``'auto'`` to ``'fast'`` on CPU and ``'lax'`` on GPU/TPU; checks the name."""
     if impl not in ("auto", "fast", "lax"):
@@ -88,14 +94,14 @@ def kernel_grad_fft(x: jax.Array, g: jax.Array, kh: int, kw: int, groups: int) -
     Args:
       x: [B, H + kh - 1, W + kw - 1, Cin] (the padded input); g: [B, H, W, Cout] (output cotangent).
     Returns:
-      [kh, kw, Cin/groups, Cout] in float32.
+      [kh, kw, Cin/groups, Cout] in at least float32.
     """
     b, hp, wp, cin = x.shape
     cout = g.shape[-1]
     cin_g, out_g = cin // groups, cout // groups
     fh, fw = _fft_size(hp), _fft_size(wp)   # >= the padded size: no wrap-around for lags >= 0
-    xs = jnp.fft.rfft2(jnp.moveaxis(x.astype(jnp.float32), -1, 1), s=(fh, fw))
-    gs = jnp.fft.rfft2(jnp.moveaxis(g.astype(jnp.float32), -1, 1), s=(fh, fw))
+    xs = jnp.fft.rfft2(jnp.moveaxis(wide(x), -1, 1), s=(fh, fw))
+    gs = jnp.fft.rfft2(jnp.moveaxis(wide(g), -1, 1), s=(fh, fw))
     xs = xs.reshape(b, groups, cin_g, fh, fw // 2 + 1)
     gs = gs.reshape(b, groups, out_g, fh, fw // 2 + 1)
     prod = jnp.sum(xs[:, :, :, None] * jnp.conj(gs)[:, :, None], axis=0)   # [g, r, o, fh, fw//2+1]

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from recnet_jax.model import layers
 from recnet_jax.model.conv import Conv
 
 HIGHEST = jax.lax.Precision.HIGHEST
@@ -28,7 +29,7 @@ def channel_attention_logits(q: jax.Array, k: jax.Array, temperature: jax.Array)
     """Transposed (channel) attention logits, Q and K not normalised.
 
     q, k: [B,H,W,C] with C = heads * d; temperature [heads]. Returns L [B, heads, d, d] with
-    L[b,h,c,e] = temperature[h] * sum_n q[b,n,h*d+c] k[b,n,h*d+e]. Always float32 at HIGHEST
+    L[b,h,c,e] = temperature[h] * sum_n q[b,n,h*d+c] k[b,n,h*d+e]. At least float32, at HIGHEST
     precision: the logits are sums over all H*W pixels and reach hundreds.
 
     Computed as the full C x C Gram matrix (one plain batched matmul over the pixels, which XLA
@@ -37,11 +38,37 @@ def channel_attention_logits(q: jax.Array, k: jax.Array, temperature: jax.Array)
     b, h, w, c = q.shape
     heads = temperature.shape[0]
     d = c // heads
-    gram = jnp.einsum("bnc,bne->bce", q.astype(jnp.float32).reshape(b, h * w, c),
-                      k.astype(jnp.float32).reshape(b, h * w, c), precision=HIGHEST)
+    gram = jnp.einsum("bnc,bne->bce", layers.wide(q).reshape(b, h * w, c),
+                      layers.wide(k).reshape(b, h * w, c), precision=HIGHEST)
     blocks = gram.reshape(b, heads, d, heads, d)
     logits = jnp.moveaxis(jnp.diagonal(blocks, axis1=1, axis2=3), -1, 1)    # [B, heads, d, d]
-    return logits * temperature.astype(jnp.float32)[None, :, None, None]
+    return logits * temperature.astype(gram.dtype)[None, :, None, None]
+
+
+@jax.custom_vjp
+def attention_softmax(logits: jax.Array) -> jax.Array:
+    """Softmax over the last axis whose VJP avoids cancellation when it is nearly one-hot.
+
+    The attention logits are sums over all pixels (hundreds), so each row of A is almost one-hot
+    and the usual VJP A * (g - sum_j A_j g_j) subtracts two nearly equal numbers at the max entry.
+    This VJP computes the same quantity as A_i * sum_j A_j (g_i - g_j), where the j = i term is
+    exactly 0 and the others carry their own small A_j, so float32 keeps its relative accuracy
+    (the gradient of the temperature depends on it).
+    """
+    return jax.nn.softmax(logits, axis=-1)
+
+
+def _attention_softmax_fwd(logits):
+    a = jax.nn.softmax(logits, axis=-1)
+    return a, a
+
+
+def _attention_softmax_bwd(a, g):
+    diff = g[..., :, None] - g[..., None, :]                 # [..., i, j] = g_i - g_j
+    return (a * jnp.sum(a[..., None, :] * diff, axis=-1),)
+
+
+attention_softmax.defvjp(_attention_softmax_fwd, _attention_softmax_bwd)
 
 
 def channel_attention(q: jax.Array, k: jax.Array, v: jax.Array, temperature: jax.Array) -> jax.Array:
@@ -49,9 +76,9 @@ def channel_attention(q: jax.Array, k: jax.Array, v: jax.Array, temperature: jax
     block-diagonal [C, C] attention matrix."""
     b, h, w, c = v.shape
     heads = temperature.shape[0]
-    attn = jax.nn.softmax(channel_attention_logits(q, k, temperature), axis=-1)   # [B,heads,d,d]
+    attn = attention_softmax(channel_attention_logits(q, k, temperature))   # [B,heads,d,d]
     full = jnp.einsum("bhij,hg->bhigj", attn, jnp.eye(heads, dtype=attn.dtype)).reshape(b, c, c)
-    out = jnp.einsum("bne,bce->bnc", v.astype(jnp.float32).reshape(b, h * w, c), full,
+    out = jnp.einsum("bne,bce->bnc", layers.wide(v).reshape(b, h * w, c), full,
                      precision=HIGHEST)
     return out.reshape(b, h, w, c)
 
@@ -81,7 +108,7 @@ class MixedScaleRestoration(nnx.Module):
         self.dtype = dtype
 
     def __call__(self, f_n: jax.Array, x: jax.Array) -> jax.Array:
-        dtype = self.dtype or jnp.float32
+        dtype = self.dtype or jnp.promote_types(x.dtype, jnp.float32)
         nc = x.shape[-1]
         p = self.project_in(f_n)
         d3 = jax.nn.relu(self.qk_dw3(p))

@@ -30,8 +30,8 @@ NORM_VARIANTS = ("paper", "official")
 
 def instance_norm(v: jax.Array, scale: jax.Array, bias: jax.Array, eps: float = 1e-5) -> jax.Array:
     """Affine instance norm of [B,H,W,C] over H, W with the biased variance (PyTorch's
-    ``InstanceNorm2d(affine=True)``); scale, bias [C]. Computed in float32."""
-    v = v.astype(jnp.float32)
+    ``InstanceNorm2d(affine=True)``); scale, bias [C]. Computed in at least float32."""
+    v = layers.wide(v)
     mu = jnp.mean(v, axis=(1, 2), keepdims=True)
     var = jnp.mean(jnp.square(v - mu), axis=(1, 2), keepdims=True)
     return scale * (v - mu) * jax.lax.rsqrt(var + eps) + bias
@@ -44,8 +44,8 @@ def masked_moments(y: jax.Array, m: jax.Array, eps: float = 1e-5) -> tuple[jax.A
 
     Returns (mu, var), each [B,1,1,C]. Pixels with m = 0 do not enter either statistic.
     """
-    y = y.astype(jnp.float32)
-    m = m.astype(jnp.float32)
+    y = layers.wide(y)
+    m = m.astype(y.dtype)
     denom = jnp.sum(m, axis=(1, 2), keepdims=True) + eps
     mu = jnp.sum(m * y, axis=(1, 2), keepdims=True) / denom
     var = jnp.sum(m * jnp.square(y - mu), axis=(1, 2), keepdims=True) / denom
@@ -57,7 +57,8 @@ def masked_instance_norm(y: jax.Array, m: jax.Array, scale: jax.Array, bias: jax
     """Region-aware normalisation: m * (scale * (y - mu) / sqrt(var + eps) + bias), with the masked
     moments of :func:`masked_moments`. y [B,H,W,C], m [B,H,W,1], scale/bias [C] -> [B,H,W,C]."""
     mu, var = masked_moments(y, m, eps)
-    return m.astype(jnp.float32) * (scale * (y.astype(jnp.float32) - mu) * jax.lax.rsqrt(var + eps) + bias)
+    y = layers.wide(y)
+    return m.astype(y.dtype) * (scale * (y - mu) * jax.lax.rsqrt(var + eps) + bias)
 
 
 class RegionAwareDeExposure(nnx.Module):
@@ -107,7 +108,7 @@ class RegionAwareDeExposure(nnx.Module):
         return (y * a if self.norm_variant == "official" else x * a), m
 
     def normalized(self, i: int, x: jax.Array, m: jax.Array | None) -> jax.Array:
-        """N_i [B,H,W,nc], branch i's normalised features (before its tail conv), float32."""
+        """N_i [B,H,W,nc], branch i's normalised features (before its tail conv), at least float32."""
         v, m = self.gated(i, x, m)
         scale, bias = self.norm_scale[...], self.norm_bias[...]
         if self.norm_variant == "official":
@@ -116,7 +117,7 @@ class RegionAwareDeExposure(nnx.Module):
 
     def branch(self, i: int, x: jax.Array, m: jax.Array | None) -> jax.Array:
         """Branch i (0 under, 1 over, 2 global with m=None meaning m = 1) -> Z_i [B,H,W,nc]."""
-        return self.tails[i](self.normalized(i, x, m).astype(self.dtype or jnp.float32))
+        return self.tails[i](self.normalized(i, x, m).astype(self.dtype or layers.wide(x).dtype))
 
     def fused_tail_kernel(self) -> tuple[jax.Array, jax.Array]:
         """The three tail convs, the two 1x1 fusions and the alpha mix as one 3x3 conv.
@@ -126,7 +127,7 @@ class RegionAwareDeExposure(nnx.Module):
         K = [T_u (1-a) U_1; T_o a O_1; T_g ((1-a) U_2 + a O_2)], b = (1-a) b_U + a b_O, where U, O are
         the fuse_under/fuse_over kernels split into their Z_i and Z_g halves. One 24->8 conv
         replaces three 8->8 convs and two 1x1 convs (same multiply-adds, fewer passes).
-        Returns (K [3, 3, 3nc, nc], b [nc]), float32.
+        Returns (K [3, 3, 3nc, nc], b [nc]) in the parameters' dtype.
         """
         nc = self.norm_scale.shape[0]
         a = self.alpha[...][0]
@@ -139,7 +140,7 @@ class RegionAwareDeExposure(nnx.Module):
         return kernel, bias
 
     def __call__(self, x: jax.Array, m_u: jax.Array, m_o: jax.Array) -> jax.Array:
-        dtype = self.dtype or jnp.float32
+        dtype = self.dtype or layers.wide(x).dtype
         n = jnp.concatenate([self.normalized(0, x, m_u), self.normalized(1, x, m_o),
                              self.normalized(2, x, None)], axis=-1).astype(dtype)
         kernel, bias = self.fused_tail_kernel()

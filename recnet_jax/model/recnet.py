@@ -51,7 +51,7 @@ class ExposureMaskPredictor(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         for conv in self.convs[:-1]:
             x = jax.nn.relu(conv(x))
-        return jax.nn.sigmoid(self.convs[-1](x).astype(jnp.float32))
+        return jax.nn.sigmoid(layers.wide(self.convs[-1](x)))
 
 
 class RegionAwareBlock(nnx.Module):
@@ -85,7 +85,7 @@ class Refine(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         r0 = self.conv_in(x)
         t = self.ca_conv2(jax.nn.relu(self.ca_conv1(r0)))
-        t = jnp.mean(t.astype(jnp.float32), axis=(1, 2), keepdims=True).astype(r0.dtype)
+        t = jnp.mean(layers.wide(t), axis=(1, 2), keepdims=True).astype(r0.dtype)
         w = jax.nn.sigmoid(self.ca_up(jax.nn.relu(self.ca_down(t))))
         return self.conv_last(r0 + w * t)
 
@@ -118,8 +118,9 @@ class RECNet(nnx.Module):
         Both have the same parameters.
       norm_eps: epsilon of the normalisation (1e-5 as in the release).
       conv_impl: 'auto' (shifted sums + FFT on CPU, plain lax convs on GPU/TPU), 'fast' or 'lax'.
-      dtype: compute dtype of the convolutions (None = float32). Parameters stay float32; the
-        attention logits, the normalisation statistics and the outputs are float32 always.
+      dtype: compute dtype of the convolutions (None = float32, or float64 for float64 images
+        under ``jax_enable_x64``, used for float64 reference gradients). Parameters stay float32;
+        the attention logits, the normalisation statistics and the outputs are at least float32.
       rngs: ``nnx.Rngs``; initialisation follows PyTorch's defaults (see ``Conv``).
 
     Call: ``model(images)`` with images float [B,H,W,3] in [0, 1] -> :class:`RECNetOutput`.
@@ -151,8 +152,9 @@ class RECNet(nnx.Module):
 
     def __call__(self, images: jax.Array) -> RECNetOutput:
         check_images(images)
-        dtype = self.dtype or jnp.float32
-        f0 = self.stem(images.astype(jnp.float32))
+        images = layers.wide(images)
+        dtype = self.dtype or images.dtype
+        f0 = self.stem(images)
         mask = self.emp(f0)
         kernels = jnp.stack([blk.rdm.blur_kernel[...] for blk in self.blocks])
         m_u, m_o = layers.blur_masks(mask, kernels, self.conv_impl)        # [K,B,H,W,1] each
@@ -162,9 +164,9 @@ class RECNet(nnx.Module):
             x = block(x, m_u[k].astype(dtype), m_o[k].astype(dtype))
             features.append(x)
         r = self.refine(self.aggregate(jnp.concatenate(features, -1)))
-        image = jnp.clip(r.astype(jnp.float32) + 1e-5, 0.0, 1.0)
-        return RECNetOutput(image=image, mask=mask, stem=f0.astype(jnp.float32),
-                            features=tuple(f.astype(jnp.float32) for f in features))
+        image = jnp.clip(layers.wide(r) + 1e-5, 0.0, 1.0)
+        return RECNetOutput(image=image, mask=mask, stem=layers.wide(f0),
+                            features=tuple(layers.wide(f) for f in features))
 
     def config(self) -> dict:
         """The constructor arguments that rebuild this architecture (for checkpoints and logs)."""
