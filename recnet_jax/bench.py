@@ -25,7 +25,11 @@ import statistics
 import time
 
 
-def _time(fn, *args, repeats: int):
+def time_calls(fn, *args, repeats: int) -> dict:
+    """Times ``fn(*args)``: the first call (compile included), then ``repeats`` more.
+
+    Returns {first_call_s, median_s, min_s, times_s}; every call is ``jax.block_until_ready``.
+    """
     import jax
     t0 = time.perf_counter()
     jax.block_until_ready(fn(*args))
@@ -35,7 +39,13 @@ def _time(fn, *args, repeats: int):
         t0 = time.perf_counter()
         jax.block_until_ready(fn(*args))
         times.append(time.perf_counter() - t0)
-    return first, times
+    return {"first_call_s": first, "median_s": statistics.median(times), "min_s": min(times),
+            "times_s": times}
+
+
+def _summary(timing: dict) -> dict:
+    return {"first_call_s": round(timing["first_call_s"], 3),
+            "median_s": round(timing["median_s"], 4), "min_s": round(timing["min_s"], 4)}
 
 
 def bench(impl: str, *, infer_size: int, train_batch: int, train_size: int, repeats: int,
@@ -61,15 +71,11 @@ def bench(impl: str, *, infer_size: int, train_batch: int, train_size: int, repe
 
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.uniform(size=(1, infer_size, infer_size, 3)), jnp.float32)
-    first, times = _time(infer, params, x, repeats=repeats)
-    result = {"infer": {"shape": list(x.shape), "first_call_s": round(first, 3),
-                        "median_s": round(statistics.median(times), 4), "min_s": round(min(times), 4)}}
+    result = {"infer": {"shape": list(x.shape), **_summary(time_calls(infer, params, x, repeats=repeats))}}
     xb = jnp.asarray(rng.uniform(size=(train_batch, train_size, train_size, 3)), jnp.float32)
     yb = jnp.asarray(rng.uniform(size=xb.shape), jnp.float32)
-    first, times = _time(grad_step, params, xb, yb, repeats=repeats)
-    result["train_step"] = {"shape": list(xb.shape), "loss": "l1", "first_call_s": round(first, 3),
-                            "median_s": round(statistics.median(times), 4),
-                            "min_s": round(min(times), 4)}
+    result["train_step"] = {"shape": list(xb.shape), "loss": "l1",
+                            **_summary(time_calls(grad_step, params, xb, yb, repeats=repeats))}
     return result
 
 

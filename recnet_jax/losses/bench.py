@@ -25,31 +25,14 @@ import argparse
 import json
 import pathlib
 import platform
-import statistics
 import sys
-import time
 from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-
-def _time(fn: Callable[..., Any], args: Sequence[Any], reps: int) -> dict[str, Any]:
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    first = time.perf_counter() - t0
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t0)
-    return {
-        "median_s": statistics.median(times),
-        "min_s": min(times),
-        "first_call_s": first,
-        "times_s": times,
-    }
+from recnet_jax.bench import time_calls
 
 
 def run(
@@ -105,7 +88,7 @@ def run(
     for name, (fn, args) in cases.items():
         if which and name not in which:
             continue
-        timings[name] = _time(fn, args, reps)
+        timings[name] = time_calls(fn, *args, repeats=reps)
         log(
             f"{name}: median {timings[name]['median_s'] * 1e3:.1f} ms (first call {timings[name]['first_call_s']:.1f} s)"
         )
