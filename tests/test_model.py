@@ -197,3 +197,13 @@ def test_bad_constructor_arguments():
         recnet_jax.RECNet(norm_variant="masked")
     with pytest.raises(ValueError, match="conv_impl"):
         recnet_jax.RECNet(conv_impl="cudnn")
+
+
+def test_bfloat16_compute_dtype_keeps_float32_outputs(parity):
+    """Convs in bfloat16; the statistics, attention and outputs stay float32 and close to the release."""
+    model = convert.from_official(parity, dtype=jnp.bfloat16)
+    graphdef, state = nnx.split(model)
+    out = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x))(state, jnp.asarray(nhwc(parity["x"])))
+    assert out.image.dtype == out.mask.dtype == out.features[0].dtype == jnp.float32
+    diff = np.abs(np.asarray(out.image) - nhwc(parity["out"]))
+    assert diff.mean() < 1e-2 and diff.max() < 0.1, (diff.mean(), diff.max())
