@@ -206,4 +206,4 @@ def test_bfloat16_compute_dtype_keeps_float32_outputs(parity):
     out = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x))(state, jnp.asarray(nhwc(parity["x"])))
     assert out.image.dtype == out.mask.dtype == out.features[0].dtype == jnp.float32
     diff = np.abs(np.asarray(out.image) - nhwc(parity["out"]))
-    assert diff.mean() < 1e-2 and diff.max() < 0.1, (diff.mean(), diff.max())
+    assert diff.mean() < 5e-3 and diff.max() < 5e-2, (diff.mean(), diff.max())   # measured 1.4e-3, 1.3e-2
