@@ -207,3 +207,15 @@ def test_bfloat16_compute_dtype_keeps_float32_outputs(parity):
     assert out.image.dtype == out.mask.dtype == out.features[0].dtype == jnp.float32
     diff = np.abs(np.asarray(out.image) - nhwc(parity["out"]))
     assert diff.mean() < 5e-3 and diff.max() < 5e-2, (diff.mean(), diff.max())   # measured 1.4e-3, 1.3e-2
+
+
+def test_fused_rdm_tail_equals_the_release_order(official, parity):
+    """RDM.__call__ folds the tails, 1x1 fusions and alpha mix into one conv; ``unfused`` keeps the
+    release's order of operations."""
+    model, _, _ = official
+    rng = np.random.default_rng(4)
+    x = jnp.asarray(rng.normal(size=(1, 12, 17, 8)), jnp.float32)
+    m_u = jnp.asarray(rng.uniform(size=(1, 12, 17, 1)), jnp.float32)
+    rdm_module = model.blocks[2].rdm
+    np.testing.assert_allclose(rdm_module(x, m_u, 1.0 - m_u), rdm_module.unfused(x, m_u, 1.0 - m_u),
+                               atol=2e-5, rtol=1e-5)
