@@ -20,6 +20,8 @@ def _rand(*shape):
     (16, 8, 3, 8),     # grouped 3x3, two inputs per output (dwconv3x3_1)
     (16, 8, 5, 8),     # grouped 5x5 (dwconv5x5_1)
     (6, 4, 3, 2),      # general grouping: 3 inputs, 2 outputs per group
+    (3, 1, 3, 1),      # narrow dense: the RDM gates
+    (3, 8, 3, 1),      # narrow dense: the stem
 ])
 def test_shifted_conv_equals_lax_forward_and_gradient(cin, cout, k, groups):
     x = _rand(2, 9 + k - 1, 11 + k - 1, cin)      # already padded ('VALID' conv)

@@ -122,8 +122,9 @@ def conv_shifted(x: jax.Array, kernel: jax.Array, groups: int) -> jax.Array:
       [B, H, W, Cout].
 
     Costs kh*kw*(Cin/groups)*Cout multiply-adds per pixel, so it only pays off when that is small
-    (depthwise and narrow grouped convs); dense convs stay on ``conv_lax``. The input gradient is
-    again a shifted sum; the kernel gradient goes through :func:`kernel_grad_fft`.
+    (depthwise, narrow grouped and narrow dense convs; see ``SHIFTED_MAX_MACS``). For groups > 1 the
+    input gradient is again a shifted sum and the kernel gradient goes through
+    :func:`kernel_grad_fft`; for groups == 1 both come from lax's transposes.
     """
     return _conv_shifted_impl(x, kernel, groups)
 
