@@ -203,6 +203,7 @@ def from_official(source, *, norm_variant: str = "official", conv_impl: str = "a
     Raises:
       ValueError listing every missing, unknown and mis-shaped key.
     """
+    import jax.numpy as jnp
     from flax import nnx
 
     from recnet_jax.model import RECNet
@@ -236,7 +237,6 @@ def from_official(source, *, norm_variant: str = "official", conv_impl: str = "a
         if misshaped:
             parts.append(f"wrong shapes ({len(misshaped)}): {misshaped}")
         raise ValueError("\n".join(parts))
-    import jax.numpy as jnp
     for key, (path, kind) in expected.items():
         _set(pure, path, jnp.asarray(_to_jax(kind, sd[key])))
     nnx.replace_by_pure_dict(abstract, pure)

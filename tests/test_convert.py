@@ -92,3 +92,12 @@ def test_orbax_round_trip_and_cli(tmp_path, fixture_path, state_dict, capsys):
         checkpoint.save_model(ckpt, model)
     assert convert.main(["to-official", str(tmp_path), "--out", str(out)]) == 2
     assert "not a recnet_jax model checkpoint" in capsys.readouterr().err
+
+
+def test_model_checkpoint_keeps_the_architecture(tmp_path):
+    import recnet_jax
+    model = recnet_jax.RECNet(nc=4, num_blocks=1, num_heads=1, blur_size=5, norm_eps=1e-3,
+                              rngs=nnx.Rngs(2))
+    back = checkpoint.load_model(checkpoint.save_model(tmp_path / "m", model))
+    assert back.config() == model.config() and back.config()["norm_eps"] == 1e-3
+    _assert_same_model(model, back)

@@ -24,7 +24,6 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-Impl = Literal["auto", "fast", "lax"]
 Padding = Literal["zero", "edge"]
 
 _DIMS = ("NHWC", "HWIO", "NHWC")

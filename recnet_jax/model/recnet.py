@@ -148,7 +148,8 @@ class RECNet(nnx.Module):
         self.aggregate = Conv(num_blocks * nc, nc, 1, **conv)
         self.refine = Refine(nc, **conv)
         self.nc, self.num_blocks, self.num_heads, self.blur_size = nc, num_blocks, num_heads, blur_size
-        self.norm_variant, self.conv_impl, self.dtype = norm_variant, conv_impl, dtype
+        self.norm_variant, self.norm_eps = norm_variant, norm_eps
+        self.conv_impl, self.dtype = conv_impl, dtype
 
     def __call__(self, images: jax.Array) -> RECNetOutput:
         check_images(images)
@@ -171,4 +172,4 @@ class RECNet(nnx.Module):
     def config(self) -> dict:
         """The constructor arguments that rebuild this architecture (for checkpoints and logs)."""
         return dict(nc=self.nc, num_blocks=self.num_blocks, num_heads=self.num_heads,
-                    blur_size=self.blur_size, norm_variant=self.norm_variant)
+                    blur_size=self.blur_size, norm_variant=self.norm_variant, norm_eps=self.norm_eps)
