@@ -1,119 +1,102 @@
-"""``make demo``: correct a mixed-exposure photo end to end, with no download.
+"""``make demo``'s last step: the trained demo model on held-out synthetic photos, before and after.
 
-Takes a well-exposed photo that ships with scikit-image (``chelsea``, the synthetic dataset's
-held-out scene), gives it over- and under-exposed regions with the synthetic mixed-exposure model
-(``recnet_jax.data.synthesis``, fixed seed), runs RECNet on it and writes to ``--out``:
+``make demo`` builds the synthetic dataset (if missing), trains ``configs/demo.py`` through
+``recnet_jax.main`` into ``runs/demo`` and then runs this module, which loads the exported model
+(``WORKDIR/model``), corrects the held-out test images (a scene that training never saw) and
+writes into the workdir:
 
-* ``input.png``, ``output.png``, ``target.png``, ``mask.png`` and ``comparison.png`` (side by side);
-* ``summary.json``: PSNR/SSIM of input and output against the target (the evaluation protocol:
-  uint8-quantised images, dm_pix), the image size, the weights used and the wall times.
+* ``before_after.png``: one row per held-out image: input | output | target;
+* ``results.json``: ``input_psnr``, ``output_psnr``, ``input_ssim``, ``output_ssim`` (the paper's
+  protocol, :mod:`recnet_jax.metrics`), ``num_images``, ``steps``, ``train_seconds`` and
+  ``checkpoint`` (the exported weights, which ``recnet-enhance --checkpoint`` reads).
 
-Weights: ``--checkpoint DIR`` (an Orbax model checkpoint, e.g. from ``python -m recnet_jax.convert
-to-jax``) or, by default, a randomly initialised model. **Random weights are untrained**: the output
-then shows that the pipeline runs, not what RECNet can do, and the demo says so.
-
-    python -m recnet_jax.demo --out out/demo [--checkpoint DIR] [--seed 0]
+    python -m recnet_jax.demo --workdir runs/demo [--config configs/demo.py]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import logging
 import os
-import time
 
 import numpy as np
+from absl import app, flags, logging
+from ml_collections import config_flags
+from PIL import Image
+
+from recnet_jax import checkpointing, evaluate, runtime
+
+FLAGS = flags.FLAGS
 
 
-def _save_png(path: str, image: np.ndarray) -> None:
-    from PIL import Image
-    Image.fromarray(image).save(path)
+def define_flags() -> None:
+    """The command line (defined only when run as a program, so that importing this module next
+    to ``recnet_jax.main`` defines no flag twice)."""
+    flags.DEFINE_string("workdir", "runs/demo", "The demo's training workdir.")
+    config_flags.DEFINE_config_file("config", "configs/demo.py", "The demo's config.")
 
 
-def _metrics(a: np.ndarray, b: np.ndarray) -> dict:
-    import dm_pix as pix
-    import jax.numpy as jnp
-    x, y = jnp.asarray(a, jnp.float32) / 255.0, jnp.asarray(b, jnp.float32) / 255.0
-    return {"psnr": round(float(pix.psnr(x, y)), 3), "ssim": round(float(pix.ssim(x, y)), 4)}
+def before_after_grid(samples: list[dict], gap: int = 4) -> np.ndarray:
+    """Rows of input | output | target (uint8 [H, W, 3] each), white gaps between them."""
+    rows = []
+    width = max(3 * s["input"].shape[1] + 2 * gap for s in samples)
+    for s in samples:
+        h = s["input"].shape[0]
+        sep = np.full((h, gap, 3), 255, np.uint8)
+        row = np.concatenate([s["input"], sep, s["output"], sep, s["target"]], axis=1)
+        row = np.pad(row, ((0, gap), (0, width - row.shape[1]), (0, 0)), constant_values=255)
+        rows.append(row)
+    return np.concatenate(rows, axis=0)[:-gap]
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m recnet_jax.demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="out/demo", help="output folder (created)")
-    parser.add_argument("--checkpoint", default="", help="Orbax model checkpoint; default: untrained")
-    parser.add_argument("--photo", default="", help="a well-exposed RGB photo; default: bundled chelsea")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic exposure map")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    log = logging.getLogger("demo")
-
-    from PIL import Image
-    from flax import nnx
-
-    import recnet_jax
-    from recnet_jax import checkpoint, enhance
-    from recnet_jax.data import synthesis, synthetic
-
-    photo_path = args.photo or str(synthetic.bundled_photo_dir() / synthetic.BUNDLED_TEST[0])
-    try:
-        with Image.open(photo_path) as im:
-            photo = synthetic.crop_to_multiple(np.asarray(im.convert("RGB")))
-    except (OSError, ValueError) as e:
-        parser.error(f"--photo {photo_path}: cannot read it as an image ({e})")
-    pair = synthesis.synthesize_pair(photo, seed=args.seed)
-    h, w = photo.shape[:2]
-    under = float(np.mean(pair.ev_map < -0.5))
-    over = float(np.mean(pair.ev_map > 0.5))
-    log.info("photo %s (%dx%d): synthetic exposure map with %.0f%% of pixels under-exposed and "
-             "%.0f%% over-exposed (|EV| > 0.5)", photo_path, w, h, 100 * under, 100 * over)
-
-    t0 = time.perf_counter()
-    if args.checkpoint:
-        model = checkpoint.load_model(args.checkpoint)
-        weights = f"checkpoint {args.checkpoint}"
-    else:
-        model = recnet_jax.RECNet(rngs=nnx.Rngs(args.seed))
-        weights = "random initialisation (UNTRAINED)"
-        log.warning("NOTE: no --checkpoint given, so RECNet runs with randomly initialised, "
-                    "UNTRAINED weights. The output shows that the pipeline works end to end; it is "
-                    "not a corrected photo. Train a model (or convert official weights with "
-                    "`python -m recnet_jax.convert to-jax`) and pass --checkpoint.")
-    t_init = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    output, mask = enhance.enhance_image(model, pair.input)
-    t_first = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    enhance.enhance_image(model, pair.input)
-    t_run = time.perf_counter() - t0
-
-    os.makedirs(args.out, exist_ok=True)
-    mask_u8 = np.round(mask * 255).astype(np.uint8)
-    _save_png(os.path.join(args.out, "input.png"), pair.input)
-    _save_png(os.path.join(args.out, "output.png"), output)
-    _save_png(os.path.join(args.out, "target.png"), pair.target)
-    _save_png(os.path.join(args.out, "mask.png"), mask_u8)
-    mask_rgb = np.repeat(mask_u8[..., None], 3, axis=-1)
-    _save_png(os.path.join(args.out, "comparison.png"),
-              np.concatenate([pair.input, output, pair.target, mask_rgb], axis=1))
+def run(config, workdir: str) -> dict:
+    """Evaluates ``WORKDIR/model`` on the held-out split; writes the grid and results.json."""
+    export = os.path.join(os.path.abspath(workdir), "model")
+    if not os.path.isdir(export):
+        raise FileNotFoundError(
+            f"{export} not found: train first with `python -m recnet_jax.main --config "
+            f"configs/demo.py --workdir {workdir}` (or run `make demo`)")
+    model = checkpointing.load_model(export)
+    results = evaluate.evaluate_model(model, config.data.dataset, config.data.data_dir,
+                                      split=config.data.eval_split, num_samples=10**6)
+    with open(os.path.join(workdir, "eval_results.json")) as f:
+        trained = json.load(f)
+    overall = results["groups"]["all"]
+    grid = os.path.join(workdir, "before_after.png")
+    Image.fromarray(before_after_grid(results["samples"])).save(grid)
     summary = {
-        "photo": os.path.basename(photo_path), "size": [h, w], "seed": args.seed,
-        "weights": weights, "trained": bool(args.checkpoint),
-        "input_vs_target": _metrics(pair.input, pair.target),
-        "output_vs_target": _metrics(output, pair.target),
-        "seconds": {"init": round(t_init, 2), "first_call_with_compile": round(t_first, 2),
-                    "inference": round(t_run, 3)},
-        "files": ["input.png", "output.png", "target.png", "mask.png", "comparison.png"],
+        "input_psnr": round(overall["input_psnr"], 3), "output_psnr": round(overall["psnr"], 3),
+        "input_ssim": round(overall["input_ssim"], 4), "output_ssim": round(overall["ssim"], 4),
+        "num_images": results["num_images"], "steps": trained["steps"],
+        "train_seconds": trained["train_seconds"], "checkpoint": export,
+        "images": [r["name"] for r in results["per_image"]], "grid": grid,
+        "vgg": ("random init (no ImageNet weights can be downloaded here)"
+                if config.loss.vgg_random_init else config.loss.vgg_weights),
     }
-    with open(os.path.join(args.out, "summary.json"), "w") as f:
+    with open(os.path.join(workdir, "results.json"), "w") as f:
         json.dump(summary, f, indent=2)
-    log.info("wrote %s/{input,output,target,mask,comparison}.png and summary.json", args.out)
-    if not args.checkpoint:
-        log.warning("REMINDER: these weights are untrained; output PSNR means nothing yet.")
-    print(json.dumps(summary))
-    return 0
+    return summary
+
+
+def main(argv):
+    del argv
+    runtime.quiet_logs()
+    try:
+        s = run(FLAGS.config, FLAGS.workdir)
+    except FileNotFoundError as e:
+        logging.error("%s", e)
+        raise SystemExit(1)
+    gain = s["output_psnr"] - s["input_psnr"]
+    logging.info(
+        "RECNet demo: %d held-out mixed-exposure images (a scene training never saw), after %d "
+        "training steps (%.0f s). PSNR %.2f dB -> %.2f dB (%+.2f dB), SSIM %.4f -> %.4f: the "
+        "input's and RECNet's output's distance to the well-exposed original (higher is "
+        "closer). The ECR used %s.", s["num_images"], s["steps"], s["train_seconds"],
+        s["input_psnr"], s["output_psnr"], gain, s["input_ssim"], s["output_ssim"], s["vgg"])
+    logging.info("before/after grid (input | output | target): %s", s["grid"])
+    logging.info("results: %s; weights: %s (try: recnet-enhance PHOTO --checkpoint %s --out out/)",
+                 os.path.join(FLAGS.workdir, "results.json"), s["checkpoint"], s["checkpoint"])
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    define_flags()
+    app.run(main)

@@ -1,5 +1,5 @@
 """Test-wide JAX set-up: CPU, the persistent compilation cache, the fast `rbg` PRNG for inits, and
-highest matmul precision (parity tests compare against float32 PyTorch to 1e-5)."""
+8 fake CPU devices, highest matmul precision (parity tests compare against float32 PyTorch to 1e-5)."""
 
 import os
 import pathlib
@@ -16,6 +16,7 @@ jax.config.update("jax_compilation_cache_dir", os.environ.get(
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 jax.config.update("jax_default_prng_impl", "rbg")
+jax.config.update("jax_num_cpu_devices", 8)  # data-parallel tests; computations default to device 0
 jax.config.update("jax_default_matmul_precision", "highest")
 
 try:  # absl-using code (grain) reads flags; pytest never parses them.

@@ -12,8 +12,9 @@ Three branches, i = under (region weight m_u = G * M), over (m_o = G * (1 - M)) 
 instance norm shared by the branches, statistics over all H*W pixels, biased variance.
 
 ``norm_variant='paper'``: region-aware normalisation with masked moment statistics of
-Y'_i = X * A_i, weighted by m_i, and the result restricted to the region again (see
-:func:`masked_instance_norm`). The global branch (m = 1) is plain instance norm.
+Y'_i = X * A_i, weighted by max(m_i, 0), and the result restricted to the region again (see
+:func:`masked_instance_norm`; the clamp keeps the statistics defined for any learned blur kernel).
+The global branch (m = 1) is plain instance norm.
 """
 
 from __future__ import annotations
@@ -37,28 +38,44 @@ def instance_norm(v: jax.Array, scale: jax.Array, bias: jax.Array, eps: float = 
     return scale * (v - mu) * jax.lax.rsqrt(var + eps) + bias
 
 
+def region_weights(m: jax.Array) -> jax.Array:
+    """The weights the paper variant's statistics use: max(m, 0), [B,H,W,1].
+
+    The blur kernels are learned and unconstrained (as in the release), and Adam moves every entry
+    by about the learning rate whatever its gradient's size, so after a few steps m_u = G * M can
+    dip below 0 and its sum over the image can turn negative. Negative weights make the weighted
+    variance negative and its rsqrt NaN; clamped weights keep both statistics a convex average
+    (variance >= 0) for any learned kernel. At initialisation (a normalised Gaussian, M in (0, 1))
+    the clamp is the identity.
+    """
+    return jnp.maximum(m, 0.0)
+
+
 def masked_moments(y: jax.Array, m: jax.Array, eps: float = 1e-5) -> tuple[jax.Array, jax.Array]:
-    """Per image and channel, the mean and variance of y [B,H,W,C] weighted by m [B,H,W,1]:
+    """Per image and channel, the mean and variance of y [B,H,W,C] weighted by w = max(m, 0)
+    (m [B,H,W,1], see :func:`region_weights`):
 
-        mu  = sum(m * y) / (sum(m) + eps),  var = sum(m * (y - mu)^2) / (sum(m) + eps)
+        mu  = sum(w * y) / (sum(w) + eps),  var = max(sum(w * (y - mu)^2) / (sum(w) + eps), 0)
 
-    Returns (mu, var), each [B,1,1,C]. Pixels with m = 0 do not enter either statistic.
+    Returns (mu, var), each [B,1,1,C]. Pixels with w = 0 do not enter either statistic; a region
+    with no weight at all gives mu = 0, var = 0 (finite, and the output is then 0 there).
     """
     y = layers.wide(y)
-    m = m.astype(y.dtype)
-    denom = jnp.sum(m, axis=(1, 2), keepdims=True) + eps
-    mu = jnp.sum(m * y, axis=(1, 2), keepdims=True) / denom
-    var = jnp.sum(m * jnp.square(y - mu), axis=(1, 2), keepdims=True) / denom
-    return mu, var
+    w = region_weights(m.astype(y.dtype))
+    denom = jnp.sum(w, axis=(1, 2), keepdims=True) + eps
+    mu = jnp.sum(w * y, axis=(1, 2), keepdims=True) / denom
+    var = jnp.sum(w * jnp.square(y - mu), axis=(1, 2), keepdims=True) / denom
+    return mu, jnp.maximum(var, 0.0)
 
 
 def masked_instance_norm(y: jax.Array, m: jax.Array, scale: jax.Array, bias: jax.Array,
                          eps: float = 1e-5) -> jax.Array:
-    """Region-aware normalisation: m * (scale * (y - mu) / sqrt(var + eps) + bias), with the masked
-    moments of :func:`masked_moments`. y [B,H,W,C], m [B,H,W,1], scale/bias [C] -> [B,H,W,C]."""
+    """Region-aware normalisation: w * (scale * (y - mu) / sqrt(var + eps) + bias), with
+    w = max(m, 0) and the masked moments of :func:`masked_moments`.
+    y [B,H,W,C], m [B,H,W,1], scale/bias [C] -> [B,H,W,C]."""
     mu, var = masked_moments(y, m, eps)
     y = layers.wide(y)
-    return m.astype(y.dtype) * (scale * (y - mu) * jax.lax.rsqrt(var + eps) + bias)
+    return region_weights(m.astype(y.dtype)) * (scale * (y - mu) * jax.lax.rsqrt(var + eps) + bias)
 
 
 class RegionAwareDeExposure(nnx.Module):

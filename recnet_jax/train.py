@@ -1,0 +1,414 @@
+"""Training: the optimizer, the train state, the jitted step and ``train_and_evaluate``.
+
+    state, graphdef = create_train_state(config, mesh)      # TrainState, replicated over the mesh
+    step_fn = make_train_step(config, graphdef, mesh)        # jit, state donated
+    state, metrics = step_fn(state, batch, rng, vgg)         # batch {'input','target'} [B,H,W,3]
+    results = train_and_evaluate(config, workdir)           # the whole run (``recnet_jax.main``)
+
+The step is a pure function of (state, batch, rng) plus the frozen VGG16 of the ECR, jitted with
+explicit shardings over a ``data`` mesh: parameters and optimizer state replicated, the batch
+split along its first axis, no pmap. ``config.batch_size`` is the global batch.
+
+``train_and_evaluate`` resumes by itself from the latest complete checkpoint in
+``WORKDIR/checkpoints`` (the same batches in the same order, the same parameters bit for bit),
+otherwise starts from ``config.init_from`` or from scratch. It logs to TensorBoard in the workdir
+(clu), validates every ``config.eval_every_steps`` and at the end with the paper's protocol
+(:mod:`recnet_jax.evaluate`), stops on a non-finite loss without touching the last good
+checkpoint, saves and exits cleanly on SIGTERM, and exports the final weights to
+``WORKDIR/model/`` (:func:`recnet_jax.checkpointing.load_model` reads them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from clu import metric_writers, parameter_overview, periodic_actions
+from flax import nnx, struct
+
+from recnet_jax import checkpointing, convert, evaluate, losses, sharding
+from recnet_jax.data import pipeline
+from recnet_jax.model import RECNet
+
+DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
+MODEL_KEYS = ("nc", "num_blocks", "num_heads", "blur_size", "norm_variant", "norm_eps")
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss or the gradient became NaN or inf; the message names the step and the terms."""
+
+
+class TrainState(struct.PyTreeNode):
+    """Everything a step changes, as one pytree (checkpointed whole).
+
+    Attributes:
+      step: int32 scalar, the number of updates applied so far.
+      params: ``nnx.State`` of the model's ``nnx.Param`` variables.
+      opt_state: the optax state of :func:`make_optimizer`.
+      rng: uint32 raw key data, the run's base key; the step folds it with ``step`` (RECNet's
+        forward is deterministic, so nothing consumes it yet; it is checkpointed so that a
+        stochastic term would resume exactly).
+    """
+
+    step: jax.Array
+    params: Any
+    opt_state: Any
+    rng: jax.Array
+
+
+# ---- model and optimizer ---------------------------------------------------------------------
+
+def model_kwargs(config: ml_collections.ConfigDict) -> dict:
+    """RECNet constructor arguments from ``config.model`` (``dtype`` named as a string)."""
+    m = config.model
+    if m.dtype not in DTYPES:
+        raise ValueError(f"config.model.dtype={m.dtype!r}: expected one of {sorted(DTYPES)}")
+    return dict({k: m[k] for k in MODEL_KEYS}, conv_impl=m.conv_impl, dtype=DTYPES[m.dtype])
+
+
+def architecture(config: ml_collections.ConfigDict) -> dict:
+    """The architecture fields of ``config.model`` (what a checkpoint must match)."""
+    return {k: config.model[k] for k in MODEL_KEYS}
+
+
+def make_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
+    """The learning rate per update: the release's piecewise-constant decay, or warm-up + cosine."""
+    o = config.optim
+    if o.schedule == "piecewise":
+        return optax.piecewise_constant_schedule(
+            o.learning_rate, {int(b): o.lr_decay for b in o.lr_boundaries})
+    if o.schedule == "cosine":
+        return optax.warmup_cosine_decay_schedule(
+            init_value=0.0, peak_value=o.learning_rate, warmup_steps=o.warmup_steps,
+            decay_steps=max(config.num_train_steps, o.warmup_steps + 1),
+            end_value=o.learning_rate * o.final_lr_fraction)
+    raise ValueError(f"config.optim.schedule={o.schedule!r}: expected 'piecewise' or 'cosine'")
+
+
+def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """Adam (``config.optim``: b1, b2, eps, no weight decay) on :func:`make_schedule`, after
+    global-norm clipping when ``config.optim.grad_clip`` > 0."""
+    o = config.optim
+    adam = optax.adam(make_schedule(config), b1=o.b1, b2=o.b2, eps=o.eps)
+    if o.grad_clip > 0:
+        return optax.chain(optax.clip_by_global_norm(o.grad_clip), adam)
+    return adam
+
+
+def _init_from(config: ml_collections.ConfigDict) -> nnx.State:
+    """The parameters of ``config.init_from``: a model export, or an official .pth / .npz."""
+    path = config.init_from
+    if path.lower().endswith((".pth", ".pt", ".npz")):
+        model = convert.from_official(path, norm_variant=config.model.norm_variant)
+    else:
+        model = checkpointing.load_model(path)
+    found = {k: v for k, v in model.config().items() if k in MODEL_KEYS and k != "norm_variant"}
+    wanted = {k: v for k, v in architecture(config).items() if k in found}
+    if found != wanted:
+        raise ValueError(f"config.init_from={path!r} holds RECNet{found}, but config.model asks for "
+                         f"RECNet{wanted}; change config.model or the checkpoint")
+    logging.info("initialised from %s", path)
+    return nnx.state(model, nnx.Param)
+
+
+def create_train_state(config: ml_collections.ConfigDict,
+                       mesh: jax.sharding.Mesh) -> tuple[TrainState, nnx.GraphDef]:
+    """The initial train state, replicated over ``mesh``, and the model's graphdef.
+
+    Parameters come from ``config.init_from`` when set, else from PyTorch's default init with
+    ``config.seed``."""
+    abstract = nnx.eval_shape(lambda: RECNet(**model_kwargs(config), rngs=nnx.Rngs(0)))
+    graphdef, _ = nnx.split(abstract, nnx.Param)
+    tx = make_optimizer(config)
+    replicated = sharding.replicated(mesh)
+
+    def init(params):
+        if params is None:  # a fresh init, traced: one compile instead of an eager op per shape
+            params = nnx.state(RECNet(**model_kwargs(config), rngs=nnx.Rngs(config.seed)), nnx.Param)
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                          opt_state=tx.init(params),
+                          rng=jax.random.PRNGKey(config.seed).astype(jnp.uint32))
+
+    params = None
+    if config.init_from:
+        params = jax.device_put(_init_from(config), replicated)
+    state = jax.jit(init, out_shardings=replicated)(params)
+    return state, graphdef
+
+
+# ---- the step --------------------------------------------------------------------------------
+
+def make_train_step(config: ml_collections.ConfigDict, graphdef: nnx.GraphDef,
+                    mesh: jax.sharding.Mesh) -> Callable:
+    """``step(state, batch, rng, vgg) -> (state, metrics)``, jitted with shardings, state donated.
+
+    Args (of the returned function):
+      state: :class:`TrainState`, replicated.
+      batch: ``{'input', 'target'}`` float32 [B, H, W, 3] in [0, 1], sharded on ``data``.
+      rng: uint32 [2], the run's base key (folded with ``state.step``).
+      vgg: the frozen VGG16 of the ECR (``losses.vgg_from_config``), or None; not trained.
+    Returns:
+      the new state and float32 scalars: every loss term (unweighted), ``total``, ``grad_norm``
+      and ``lr`` (the rate this update used).
+    """
+    tx = make_optimizer(config)
+    schedule = make_schedule(config)
+    weights = dict(config.loss.weights)
+    replicated, data = sharding.replicated(mesh), sharding.data_sharded(mesh)
+
+    def step(state: TrainState, batch: dict, rng: jax.Array, vgg) -> tuple[TrainState, dict]:
+        del rng  # RECNet's forward and loss are deterministic; a stochastic term would use
+        # jax.random.fold_in(rng, state.step)
+        def loss_fn(params):
+            out = nnx.merge(graphdef, params)(batch["input"])
+            terms = losses.loss_terms(out, batch["input"], batch["target"], vgg, weights)
+            return terms["total"], terms
+
+        (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = dict(terms, grad_norm=optax.tree.norm(grads), lr=schedule(state.step))
+        return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+    return jax.jit(step, in_shardings=(replicated, data, replicated, replicated),
+                   out_shardings=(replicated, replicated), donate_argnums=0)
+
+
+# ---- the run ---------------------------------------------------------------------------------
+
+class _Preemption:
+    """Sets a flag on SIGTERM (main thread only); the loop saves and exits at the next step."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        logging.warning("SIGTERM: saving a checkpoint at the end of this step, then exiting")
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+        return False
+
+
+def _check_finite(step: int, metrics: dict, last_saved: int | None, ckpt_dir: str) -> None:
+    if all(np.isfinite(metrics[k]) for k in ("total", "grad_norm")):
+        return
+    terms = ", ".join(f"{k}={float(v):.6g}" for k, v in metrics.items())
+    where = (f"the last good checkpoint (step {last_saved}) in {ckpt_dir} is untouched"
+             if last_saved is not None else "no checkpoint was written")
+    raise NonFiniteLossError(
+        f"step {step}: the loss or its gradient is not finite ({terms}); {where}. Lower "
+        "config.optim.learning_rate or set config.optim.grad_clip, then rerun to resume.")
+
+
+def _check_workdir(ckpt: checkpointing.TrainCheckpointer, step: int,
+                   config: ml_collections.ConfigDict) -> dict:
+    """The meta of checkpoint ``step``; raises ValueError if it is another architecture."""
+    meta = ckpt.read_meta(step)
+    if meta.get("architecture") != architecture(config):
+        raise ValueError(
+            f"{ckpt.directory} holds a run of RECNet{meta.get('architecture')}, but config.model "
+            f"asks for RECNet{architecture(config)}; nothing was overwritten. Use another "
+            "--workdir, or the config that run was started with.")
+    return meta
+
+
+def _write_eval(writer, step: int, results: dict, prefix: str = "val") -> None:
+    scalars = {}
+    for group, r in results["groups"].items():
+        scalars[f"{prefix}/{group}/psnr"] = r["psnr"]
+        scalars[f"{prefix}/{group}/ssim"] = r["ssim"]
+    writer.write_scalars(step, scalars)
+    images = {}
+    for i, s in enumerate(results.get("samples", [])):
+        mask = np.repeat(s["mask"][..., None], 3, axis=-1)
+        images[f"{prefix}/{i}_input_output_target_mask"] = np.concatenate(
+            [s["input"], s["output"], s["target"], mask], axis=1)[None]
+    if images:
+        writer.write_images(step, images)
+
+
+def _overall(results: dict) -> dict:
+    return results["groups"]["all"]
+
+
+def validate(config: ml_collections.ConfigDict, graphdef: nnx.GraphDef, params: nnx.State,
+             mesh: jax.sharding.Mesh) -> dict:
+    """:func:`recnet_jax.evaluate.evaluate_model` on ``config.data.eval_split``."""
+    model = nnx.merge(graphdef, params)
+    return evaluate.evaluate_model(model, config.data.dataset, config.data.data_dir,
+                                   split=config.data.eval_split,
+                                   num_samples=config.num_eval_images, mesh=mesh)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict | None:
+    """Trains ``config`` in ``workdir`` (resuming from it), validates and exports the model.
+
+    Returns:
+      the final validation results (:func:`recnet_jax.evaluate.evaluate_model`, without the
+      sample images) with ``steps``, ``train_seconds`` (all runs of this workdir together),
+      ``resumed_from`` and ``checkpoint`` (the model export), or None when the run stopped on
+      SIGTERM (rerun to resume).
+    Raises:
+      ValueError / FileNotFoundError: a bad config, a missing dataset or VGG, a workdir of another
+        architecture; nothing is written then.
+      NonFiniteLossError: the loss became NaN or inf (the last checkpoint is kept as it was).
+    """
+    workdir = os.path.abspath(workdir)
+    mesh = sharding.make_mesh()
+    local_batch = sharding.check_batch_size(config.batch_size, mesh)
+    for field in ("log_every_steps", "eval_every_steps", "num_train_steps"):
+        if config[field] <= 0:
+            raise ValueError(f"config.{field}={config[field]} must be positive")
+    vgg = losses.vgg_from_config(config.loss, seed=config.seed)   # fails before anything is built
+    train_iter = pipeline.train_iterator(
+        config.data.dataset, config.data.data_dir, batch_size=local_batch,
+        crop_size=config.data.crop_size, seed=config.seed, split=config.data.train_split,
+        num_threads=config.data.num_threads)
+    pipeline.open_source(config.data.dataset, config.data.data_dir, config.data.eval_split)
+
+    ckpt = checkpointing.TrainCheckpointer(os.path.join(workdir, "checkpoints"),
+                                           every_steps=config.checkpoint_every_steps,
+                                           keep=config.keep_checkpoints)
+    latest = ckpt.latest_step()
+    meta = {"architecture": architecture(config), "batch_size": config.batch_size,
+            "train_seconds": 0.0}
+    if latest is not None:
+        saved_meta = _check_workdir(ckpt, latest, config)
+        meta["train_seconds"] = float(saved_meta.get("train_seconds", 0.0))
+        config = ml_collections.ConfigDict(config.to_dict())
+        config.init_from = ""  # the workdir's own checkpoint wins over init_from
+    state, graphdef = create_train_state(config, mesh)
+    if latest is not None:
+        state = ckpt.restore(latest, checkpointing.abstract_like(state), train_iter)
+        logging.info("resumed from %s at step %d", ckpt.directory, latest)
+    rng = jax.device_put(np.asarray(state.rng), sharding.replicated(mesh))  # state is donated
+
+    is_main = jax.process_index() == 0
+    writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)
+    start = step = int(state.step)
+    if start == 0:
+        parameter_overview.log_parameter_overview(
+            nnx.to_pure_dict(state.params), msg="RECNet parameters", jax_logging_process=0)
+        writer.write_hparams(_flat(config))
+    if start >= config.num_train_steps:
+        logging.info("%s already holds the finished run (step %d of %d)", workdir, start,
+                     config.num_train_steps)
+    step_fn = make_train_step(config, graphdef, mesh)
+    report = periodic_actions.ReportProgress(num_train_steps=config.num_train_steps,
+                                             writer=writer, every_steps=config.log_every_steps)
+    last_saved, sums, count = latest, {}, 0
+    t_start = time.perf_counter()
+
+    def process(done: int, metrics: dict) -> None:
+        """Host side of step ``done``: the finiteness check, the running means, the log."""
+        nonlocal sums, count
+        metrics = jax.device_get(metrics)
+        _check_finite(done, metrics, last_saved, ckpt.directory)
+        for k, v in metrics.items():
+            sums[k] = sums.get(k, 0.0) + float(v)
+        count += 1
+        if is_main:
+            report(done)
+        if done % config.log_every_steps == 0 or done == config.num_train_steps:
+            writer.write_scalars(done, {f"train/{k}": v / count for k, v in sums.items()})
+            sums, count = {}, 0
+
+    try:
+        with metric_writers.ensure_flushes(writer), _Preemption() as preempt:
+            pending = None  # step n's metrics are read while step n + 1 runs
+            while step < config.num_train_steps:
+                with jax.profiler.StepTraceAnnotation("train", step_num=step):
+                    batch = sharding.shard_batch(next(train_iter), mesh)
+                    state, metrics = step_fn(state, batch, rng, vgg)
+                step += 1
+                if pending is not None:
+                    process(*pending)
+                pending = (step, metrics)
+                stop = preempt.requested or (jax.process_count() > 1
+                                             and ckpt.reached_preemption(step))
+                evaluate_now = step % config.eval_every_steps == 0 and step < config.num_train_steps
+                if (stop or evaluate_now or step % config.checkpoint_every_steps == 0
+                        or step % config.log_every_steps == 0):
+                    process(*pending)  # nothing is saved before its step is known to be finite
+                    pending = None
+                eval_metrics = None
+                if evaluate_now:
+                    with report.timed("eval"):
+                        results = validate(config, graphdef, state.params, mesh)
+                    _write_eval(writer, step, results)
+                    eval_metrics = {checkpointing.BEST_METRIC: _overall(results)["psnr"]}
+                    logging.info("step %d: validation %s", step, summary(results))
+                meta["train_seconds"] += time.perf_counter() - t_start
+                t_start = time.perf_counter()
+                with report.timed("checkpoint"):
+                    # An evaluated step is always saved, so that the best one can be kept.
+                    if ckpt.save(step, state, train_iter, meta, metrics=eval_metrics,
+                                 force=stop or eval_metrics is not None):
+                        last_saved = step
+                if stop:
+                    logging.warning("preempted: checkpoint at step %d in %s; rerun the same "
+                                    "command to resume", step, ckpt.directory)
+                    return None
+            if pending is not None:
+                process(*pending)
+            meta["train_seconds"] += time.perf_counter() - t_start
+
+            results = validate(config, graphdef, state.params, mesh)
+            _write_eval(writer, step, results)
+            logging.info("step %d: final validation %s", step, summary(results))
+            if last_saved != step:
+                ckpt.save(step, state, train_iter, meta, force=True,
+                          metrics={checkpointing.BEST_METRIC: _overall(results)["psnr"]})
+    finally:
+        ckpt.close()  # waits for the pending asynchronous save, whatever happened
+    export = export_model(graphdef, state.params, workdir)
+    results = {k: v for k, v in results.items() if k != "samples"}
+    results.update(steps=step, train_seconds=round(meta["train_seconds"], 1), checkpoint=export,
+                   resumed_from=start)
+    if is_main:
+        with open(os.path.join(workdir, "eval_results.json"), "w") as f:
+            json.dump(results, f, indent=1)
+    return results
+
+
+def export_model(graphdef: nnx.GraphDef, params: nnx.State, workdir: str) -> str:
+    """Writes the final weights to ``WORKDIR/model/`` (replacing an older export); returns it."""
+    path = os.path.join(workdir, "model")
+    checkpointing.save_model(path, nnx.merge(graphdef, params), force=True)
+    logging.info("exported the model to %s", path)
+    return path
+
+
+def summary(results: dict) -> str:
+    """One line: PSNR / SSIM (and the image count) per group."""
+    return ", ".join(f"{g}: {r['psnr']:.2f} dB / {r['ssim']:.4f} (n={r['count']})"
+                     for g, r in results["groups"].items())
+
+
+def _flat(config: ml_collections.ConfigDict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in config.items():
+        if isinstance(v, ml_collections.ConfigDict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v if isinstance(v, (int, float, str, bool)) else str(v)
+    return out
