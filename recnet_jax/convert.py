@@ -15,6 +15,13 @@ Command line (``python -m recnet_jax.convert --help``):
     python -m recnet_jax.convert to-jax official.pth --out ckpt_dir
     # JAX -> official: .npz always, .pth when torch is installed
     python -m recnet_jax.convert to-official ckpt_dir --out recnet.pth
+    # official .pth -> .npz, so that machines without torch can read it
+    python -m recnet_jax.convert to-official-npz official.pth --out recnet.npz
+    # torchvision VGG16 -> the ECR loss's features[:23] .npz (config.loss.vgg_weights)
+    python -m recnet_jax.convert vgg16 vgg16-397923af.pth --out vgg16.npz
+
+Every ``.pth`` is read by :mod:`recnet_jax.torch_io`: a file that is not a checkpoint (truncated,
+foreign, a text file named ``.pth``) ends in one ``error:`` line naming it, with exit status 2.
 """
 
 from __future__ import annotations
@@ -25,9 +32,11 @@ import os
 import re
 import sys
 from collections.abc import Mapping
-from typing import Any
 
 import numpy as np
+
+from recnet_jax import checkpointing, torch_io
+from recnet_jax.losses import vgg as vgg_lib
 
 _BLOCK_RE = re.compile(r"^dualprocess\.conv(\d+)\.")
 
@@ -102,43 +111,22 @@ def _to_official(kind: str, a: np.ndarray) -> np.ndarray:
 
 # ----------------------------------------------------------------------------------------- reading
 
-def _read_pth(path: str) -> Mapping[str, Any]:
-    try:
-        import torch
-    except ImportError as e:
-        raise ImportError(
-            f"reading {path} needs torch: pip install -r requirements-torch.txt (torch==2.13.0, "
-            "CPU build), or convert it to .npz on a machine that has torch:\n"
-            f"  python -m recnet_jax.convert to-official-npz {path} --out weights.npz") from e
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("state_dict", "params", "model"):
-        if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
-            obj = obj[key]
-    if not isinstance(obj, Mapping):
-        raise ValueError(f"{path} does not hold a state_dict (a mapping of names to tensors), "
-                         f"but a {type(obj).__name__}")
-    return {k: v.detach().cpu().numpy() for k, v in obj.items() if hasattr(v, "detach")}
+STATE_DICT = "an official RECNet state_dict"
 
 
 def read_state_dict(source) -> dict[str, np.ndarray]:
     """Reads an official state_dict from a .pth/.pt file, an .npz file or a mapping.
 
-    Keys may carry a ``module.`` (DataParallel) or ``param/`` (shared fixtures) prefix. When any key
-    has the ``param/`` prefix, only those keys are read (the fixture files hold activations too).
-    Returns {official key: float32 np.ndarray}.
+    Files go through :func:`recnet_jax.torch_io.read_tensors` (a file that is not a checkpoint is a
+    one-line ``ValueError`` naming it). Keys may carry a ``module.`` (DataParallel) or ``param/``
+    (shared fixtures) prefix. When any key has the ``param/`` prefix, only those keys are read (the
+    fixture files hold activations too). Returns {official key: float32 np.ndarray}.
     """
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         if not os.path.exists(path):
             raise FileNotFoundError(f"no checkpoint at {path}")
-        suffix = os.path.splitext(path)[1].lower()
-        if suffix in (".pth", ".pt"):
-            raw = _read_pth(path)
-        elif suffix == ".npz":
-            with np.load(path, allow_pickle=False) as f:
-                raw = {k: f[k] for k in f.files}
-        else:
-            raise ValueError(f"{path}: expected a .pth/.pt (PyTorch) or .npz file")
+        raw = torch_io.read_tensors(path, what=STATE_DICT)
     elif isinstance(source, Mapping):
         raw = dict(source)
     else:
@@ -152,9 +140,7 @@ def read_state_dict(source) -> dict[str, np.ndarray]:
             continue
         if k.startswith("module."):
             k = k[len("module."):]
-        if hasattr(v, "detach"):  # a torch tensor in a mapping
-            v = v.detach().cpu().numpy()
-        out[k] = np.asarray(v, dtype=np.float32)
+        out[k] = torch_io.to_numpy(v)
     return out
 
 
@@ -264,26 +250,9 @@ def to_official(x) -> dict[str, np.ndarray]:
 
 def save_official(state_dict: Mapping[str, np.ndarray], path: str) -> str:
     """Writes a state_dict to ``.npz`` (always possible) or ``.pth`` (needs torch), atomically."""
-    path = os.fspath(path)
-    suffix = os.path.splitext(path)[1].lower()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    if suffix == ".npz":
-        with open(tmp, "wb") as f:
-            np.savez(f, **state_dict)
-    elif suffix in (".pth", ".pt"):
-        try:
-            import torch
-        except ImportError as e:
-            raise ImportError(f"writing {path} needs torch (pip install -r requirements-torch.txt); "
-                              "write an .npz instead") from e
-        from collections import OrderedDict
-        torch.save(OrderedDict((k, torch.from_numpy(np.array(v, dtype=np.float32)))
-                               for k, v in state_dict.items()), tmp)
-    else:
+    if os.path.splitext(os.fspath(path))[1].lower() not in (".npz", ".pth", ".pt"):
         raise ValueError(f"{path}: the official side is written as .npz or .pth")
-    os.replace(tmp, path)
-    return path
+    return torch_io.write_tensors(state_dict, path)
 
 
 # ----------------------------------------------------------------------------------------- CLI
@@ -303,26 +272,34 @@ def main(argv=None) -> int:
     c = sub.add_parser("to-official-npz", help="official .pth -> .npz (so other machines need no torch)")
     c.add_argument("source")
     c.add_argument("--out", required=True)
+    v = sub.add_parser("vgg16", help="torchvision VGG16 .pth -> the .npz of features[:23] that the "
+                                     "ECR loss reads (config.loss.vgg_weights)")
+    v.add_argument("source", help="torchvision vgg16 state_dict, e.g. vgg16-397923af.pth (needs torch)")
+    v.add_argument("--out", required=True, help="output .npz")
     args = parser.parse_args(argv)
 
-    from recnet_jax import checkpoint
-
+    record = {"command": args.command, "source": args.source}
     try:
         if args.command == "to-jax":
             model = from_official(args.source, norm_variant=args.norm_variant)
             if args.out.lower().endswith(".npz"):
                 out = save_official(to_official(model), args.out)
             else:
-                out = checkpoint.save_model(args.out, model)
+                out = checkpointing.save_model(args.out, model)
         elif args.command == "to-official":
-            model = checkpoint.load_model(args.source)
+            model = checkpointing.load_model(args.source)
             out = save_official(to_official(model), args.out)
+        elif args.command == "vgg16":
+            vgg = vgg_lib.load_vgg16(args.source)
+            out = str(vgg_lib.save_vgg16_npz(vgg, args.out))
+            record["tensors"] = len(vgg_lib.expected_shapes())
+            record["config"] = f"config.loss.vgg_weights='{out}'"
         else:
             out = save_official(read_state_dict(args.source), args.out)
     except (ValueError, FileNotFoundError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(json.dumps({"command": args.command, "source": args.source, "out": out}))
+    print(json.dumps({**record, "out": out}))
     return 0
 
 

@@ -22,12 +22,13 @@ def test_ecr_without_vgg_weights_fails_at_start_up_with_the_fix():
     with pytest.raises(FileNotFoundError) as err:
         losses.vgg_from_config(default.get_config().loss)
     assert "config.loss.vgg_weights" in str(err.value)
-    assert "python -m recnet_jax.losses.vgg --torchvision" in str(err.value)
+    assert "python -m recnet_jax.convert vgg16" in str(err.value)
 
 
-def test_demo_config_uses_random_vgg_with_one_warning(caplog):
+def test_demo_config_uses_random_vgg_and_says_so_once(caplog):
     import logging
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.INFO):
         vgg = losses.vgg_from_config(demo.get_config().loss)
     assert vgg is not None
-    assert sum("vgg_random_init" in r.getMessage() for r in caplog.records) == 1
+    notes = [r for r in caplog.records if "vgg_random_init" in r.getMessage()]
+    assert len(notes) == 1 and notes[0].levelno == logging.INFO  # an opt-in: no warning in the demo log

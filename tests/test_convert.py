@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from recnet_jax import checkpoint, convert
+from recnet_jax import checkpointing, convert
 
 
 @pytest.fixture(scope="module")
@@ -79,9 +79,9 @@ def test_orbax_round_trip_and_cli(tmp_path, fixture_path, state_dict, capsys):
     ckpt = tmp_path / "ckpt"
     assert convert.main(["to-jax", str(src), "--out", str(ckpt)]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["out"] == str(ckpt)
-    model = checkpoint.load_model(ckpt)
+    model = checkpointing.load_model(ckpt)
     assert model.norm_variant == "official"
-    assert checkpoint.load_model(ckpt, norm_variant="paper").norm_variant == "paper"
+    assert checkpointing.load_model(ckpt, norm_variant="paper").norm_variant == "paper"
     out = tmp_path / "back.npz"
     assert convert.main(["to-official", str(ckpt), "--out", str(out)]) == 0
     back = np.load(out)
@@ -89,7 +89,7 @@ def test_orbax_round_trip_and_cli(tmp_path, fixture_path, state_dict, capsys):
     assert all(np.array_equal(back[k], state_dict[k]) for k in state_dict)
     # Refuses to overwrite, and a non-checkpoint directory gets a clear error.
     with pytest.raises(FileExistsError):
-        checkpoint.save_model(ckpt, model)
+        checkpointing.save_model(ckpt, model)
     assert convert.main(["to-official", str(tmp_path), "--out", str(out)]) == 2
     assert "not a recnet_jax model checkpoint" in capsys.readouterr().err
 
@@ -98,6 +98,6 @@ def test_model_checkpoint_keeps_the_architecture(tmp_path):
     import recnet_jax
     model = recnet_jax.RECNet(nc=4, num_blocks=1, num_heads=1, blur_size=5, norm_eps=1e-3,
                               rngs=nnx.Rngs(2))
-    back = checkpoint.load_model(checkpoint.save_model(tmp_path / "m", model))
+    back = checkpointing.load_model(checkpointing.save_model(tmp_path / "m", model))
     assert back.config() == model.config() and back.config()["norm_eps"] == 1e-3
     _assert_same_model(model, back)

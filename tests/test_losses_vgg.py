@@ -8,7 +8,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from recnet_jax import losses
+from recnet_jax import convert, losses
 from recnet_jax.losses import vgg as vgg_lib
 
 from _losses_util import LOSS_FIXTURE, load_npz, nhwc, tensor_err, vgg_mapping
@@ -81,7 +81,7 @@ def test_file_errors_name_the_file(tmp_path):
     np.savez(npz, foo=np.zeros(2))
     with pytest.raises(ValueError, match=r"other\.npz is not a VGG16.*missing keys.*unknown keys \['foo'\]"):
         losses.load_vgg16(npz)
-    assert vgg_lib.main(["--torchvision", str(tmp_path / "nope.pth"), "--out", str(tmp_path / "o.npz")]) == 2
+    assert convert.main(["vgg16", str(tmp_path / "nope.pth"), "--out", str(tmp_path / "o.npz")]) == 2
 
 
 def test_pth_round_trip_through_converter_cli(fx, tmp_path, features_ref, capsys):
@@ -91,7 +91,7 @@ def test_pth_round_trip_through_converter_cli(fx, tmp_path, features_ref, capsys
     pth = tmp_path / "vgg16-test.pth"
     torch.save(state, pth)
     out = tmp_path / "conv" / "vgg16.npz"
-    assert vgg_lib.main(["--torchvision", str(pth), "--out", str(out)]) == 0
+    assert convert.main(["vgg16", str(pth), "--out", str(out)]) == 0
     assert "config.loss.vgg_weights" in capsys.readouterr().out
     with np.load(out) as data:
         assert sorted(data.files) == sorted("features." + k for k in vgg_lib.expected_shapes())

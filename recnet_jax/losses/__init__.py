@@ -7,52 +7,21 @@ Typical use::
   terms["total"]                                       # what to differentiate
 
 Pass ``vgg`` into the jitted step as an argument (it is a pytree), not as a closure constant, and keep it
-out of the optimizer: its weights are ``VGGWeight`` variables, not ``nnx.Param``.
-
-The names below are loaded lazily, so that ``python -m recnet_jax.losses.vgg`` (the converter CLI) runs its
-module exactly once.
+out of the optimizer: its weights are ``VGGWeight`` variables, not ``nnx.Param``. The VGG16 converter is
+``python -m recnet_jax.convert vgg16 PATH.pth --out PATH.npz`` (:data:`CONVERTER_COMMAND`).
 """
 
-import importlib
+from recnet_jax.losses.ecr import ecr_loss, ecr_terms, max_pool4, spatial_correlation
+from recnet_jax.losses.objective import (DEFAULT_WEIGHTS, TERMS, loss_terms, resolve_weights,
+                                         vgg_from_config)
+from recnet_jax.losses.reconstruction import (color_loss, gaussian_window_1d, l1_loss, luminance,
+                                              mask_bce, mask_target, ssim_loss, ssim_map)
+from recnet_jax.losses.vgg import (CONVERTER_COMMAND, VGG16Features, VGGWeight, load_vgg16,
+                                   save_vgg16_npz)
 
-_EXPORTS = {
-    "recnet_jax.losses.ecr": ("ecr_loss", "ecr_terms", "max_pool4", "spatial_correlation"),
-    "recnet_jax.losses.objective": (
-        "DEFAULT_WEIGHTS",
-        "TERMS",
-        "loss_terms",
-        "resolve_weights",
-        "vgg_from_config",
-    ),
-    "recnet_jax.losses.reconstruction": (
-        "color_loss",
-        "gaussian_window_1d",
-        "l1_loss",
-        "luminance",
-        "mask_bce",
-        "mask_target",
-        "ssim_loss",
-        "ssim_map",
-    ),
-    "recnet_jax.losses.vgg": (
-        "CONVERTER_COMMAND",
-        "VGG16Features",
-        "VGGWeight",
-        "load_vgg16",
-        "save_vgg16_npz",
-    ),
-}
-_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name):
-    if name in _WHERE:
-        value = getattr(importlib.import_module(_WHERE[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'recnet_jax.losses' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+__all__ = [
+    "CONVERTER_COMMAND", "DEFAULT_WEIGHTS", "TERMS", "VGG16Features", "VGGWeight", "color_loss",
+    "ecr_loss", "ecr_terms", "gaussian_window_1d", "l1_loss", "load_vgg16", "loss_terms", "luminance",
+    "mask_bce", "mask_target", "max_pool4", "resolve_weights", "save_vgg16_npz", "spatial_correlation",
+    "ssim_loss", "ssim_map", "vgg_from_config",
+]

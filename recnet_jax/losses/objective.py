@@ -113,7 +113,8 @@ def vgg_from_config(loss_cfg: Any, *, seed: int = 0) -> vgg_lib.VGG16Features | 
       seed: seed of the random VGG (``vgg_random_init=True`` only).
     Returns:
       None when the ECR weight is 0 (no VGG is needed); the loaded VGG when ``vgg_weights`` is set; a
-      He-initialised VGG (with one logged warning) when ``vgg_random_init`` is True.
+      He-initialised VGG (with one logged note: an explicit opt-in, so not a warning) when
+      ``vgg_random_init`` is True.
     Raises:
       FileNotFoundError: the ECR is on and ``vgg_weights`` is '' (without ``vgg_random_init``) or names a
         missing file. The message names ``config.loss.vgg_weights`` and the converter command.
@@ -139,7 +140,7 @@ def vgg_from_config(loss_cfg: Any, *, seed: int = 0) -> vgg_lib.VGG16Features | 
             )
         return vgg_lib.load_vgg16(path, precision=precision)
     if random_init:
-        logging.warning(
+        logging.info(
             "config.loss.vgg_random_init=True: the ECR loss (weight %s) uses randomly initialised "
             "VGG16 features, not ImageNet weights; fine for a demo, not for training RECNet.",
             w["ecr"],

@@ -6,19 +6,17 @@ when the module is passed through ``jax.grad``. Inputs go in as they are: no Ima
 normalisation (the release does not normalise).
 
 Loading (:func:`load_vgg16`) accepts a torchvision checkpoint (``.pth``, read with torch), a ``.npz``, or a
-mapping of the ``features`` keys. Convert a torchvision file once on a machine that has torch, so that
-training machines need none::
+mapping of the ``features`` keys; files are read by :mod:`recnet_jax.torch_io`. Convert a torchvision file
+once on a machine that has torch, so that training machines need none::
 
-  python -m recnet_jax.losses.vgg --torchvision vgg16-397923af.pth --out vgg16_features.npz
+  python -m recnet_jax.convert vgg16 vgg16-397923af.pth --out vgg16_features.npz
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import pathlib
 import re
-import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -27,6 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from jax import lax
+
+from recnet_jax import torch_io
 
 # torchvision indices of the convs in features[:23], their (in, out) channels, and the convs followed by
 # a 2x2 max pool (torchvision indices 4, 9, 16).
@@ -49,7 +49,7 @@ _BEYOND_RELU4_3 = frozenset(f"{i}.{p}" for i in (24, 26, 28) for p in ("weight",
 _CLASSIFIER = re.compile(r"^classifier\.\d+\.(weight|bias)$")
 _PREFIXES = ("features.", "vgg/")
 
-CONVERTER_COMMAND = "python -m recnet_jax.losses.vgg --torchvision PATH.pth --out PATH.npz"
+CONVERTER_COMMAND = "python -m recnet_jax.convert vgg16 PATH.pth --out PATH.npz"
 
 
 def expected_shapes() -> dict[str, tuple[int, ...]]:
@@ -156,37 +156,13 @@ class VGG16Features(nnx.Module):
         return out
 
 
-def _to_numpy(value: Any) -> np.ndarray:
-    if hasattr(value, "detach"):  # a torch tensor
-        value = value.detach().cpu().float().numpy()
-    return np.asarray(value, dtype=np.float32)
-
-
 def _read_file(path: pathlib.Path) -> Mapping[str, Any]:
     if not path.exists():
         raise FileNotFoundError(f"VGG16 weights file {path} does not exist")
-    suffix = path.suffix.lower()
-    if suffix == ".npz":
-        with np.load(path) as data:
-            return {k: data[k] for k in data.files}
-    if suffix in (".pth", ".pt", ".bin"):
-        try:
-            import torch  # pylint: disable=import-outside-toplevel
-        except ImportError as e:
-            raise ImportError(
-                f"reading the torchvision checkpoint {path} needs torch (pip install -r requirements-torch.txt); "
-                f"or convert it once where torch is installed: {CONVERTER_COMMAND}, and load the .npz"
-            ) from e
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
-            obj = obj["state_dict"]
-        if not isinstance(obj, Mapping):
-            raise ValueError(f"{path} holds a {type(obj).__name__}, not a state_dict mapping of tensors")
-        return obj
-    raise ValueError(
-        f"VGG16 weights file {path}: unsupported suffix {suffix!r}; "
-        "use a torchvision .pth/.pt or a .npz written by the converter"
-    )
+    try:
+        return torch_io.read_tensors(path, what="a torchvision VGG16 state_dict")
+    except ImportError as e:
+        raise ImportError(f"{e}; then: {CONVERTER_COMMAND}, and load the .npz") from e
 
 
 def _torch_key_map(source: Mapping[str, Any], origin: str) -> dict[str, np.ndarray]:
@@ -210,7 +186,7 @@ def _torch_key_map(source: Mapping[str, Any], origin: str) -> dict[str, np.ndarr
             duplicate.append(str(key))
             continue
         seen.add(name)
-        arr = _to_numpy(value)
+        arr = torch_io.to_numpy(value)
         if arr.shape != shapes[name]:
             misshaped.append(f"{key}: {arr.shape}, expected {shapes[name]}")
             continue
@@ -273,36 +249,3 @@ def save_vgg16_npz(vgg: VGG16Features, path: str | os.PathLike) -> pathlib.Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, **vgg.to_torchvision())
     return path
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI: convert a torchvision VGG16 checkpoint into the ``.npz`` that :func:`load_vgg16` reads."""
-    parser = argparse.ArgumentParser(
-        prog="python -m recnet_jax.losses.vgg",
-        description="Convert a torchvision VGG16 checkpoint (.pth) into a torch-free .npz of features[:23] "
-        "for the ECR loss (config.loss.vgg_weights).",
-    )
-    parser.add_argument(
-        "--torchvision",
-        required=True,
-        metavar="PATH.pth",
-        help="torchvision vgg16 state dict, e.g. vgg16-397923af.pth (needs torch)",
-    )
-    parser.add_argument("--out", required=True, metavar="PATH.npz", help="output .npz")
-    args = parser.parse_args(argv)
-    try:
-        vgg = load_vgg16(args.torchvision)
-        out = save_vgg16_npz(vgg, args.out)
-    except (FileNotFoundError, ValueError, ImportError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    n = sum(int(np.prod(v.shape)) for v in vgg.to_torchvision().values())
-    print(
-        f"wrote {out}: VGG16 features[:23], 20 tensors, {n:,} numbers; "
-        f"set config.loss.vgg_weights='{out}'"
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
