@@ -1,5 +1,6 @@
-"""The training objective against the official loss fixture (stored model outputs), dm_pix, a PyTorch
-transcription of the release's loss on another batch/size/weights, and a batch sharded over 2 devices."""
+"""The training objective against the official loss fixture (stored model outputs), dm_pix, the PyTorch
+twin of the release's loss (recnet_jax.torch_twin) on another batch/size/weights, and a batch sharded
+over 2 devices."""
 
 import json
 import os
@@ -174,7 +175,7 @@ def test_degenerate_pixels_have_finite_gradients():
 def test_against_pytorch_transcription_other_batch_size_weights(fx, vgg):
     """Batch 3, 40x72 (pooling and VGG floor odd sizes), other weights: values and d total / d (image, mask)."""
     torch = pytest.importorskip("torch")
-    import _official_loss_torch as official  # pylint: disable=import-outside-toplevel
+    from recnet_jax import torch_twin  # pylint: disable=import-outside-toplevel
 
     rng = np.random.default_rng(7)
     b, h, w = 3, 40, 72
@@ -193,11 +194,9 @@ def test_against_pytorch_transcription_other_batch_size_weights(fx, vgg):
     (_, terms), grads = jax.jit(jax.value_and_grad(total, argnums=(0, 1), has_aux=True))(image, mask)
 
     to_t = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2)))  # noqa: E731
-    net = official.vgg16_features23(
-        {k[len("vgg/") :]: torch.from_numpy(v) for k, v in vgg_mapping(fx).items()}
-    )
+    net = torch_twin.vgg16_features(vgg_mapping(fx))
     t_img, t_mask = to_t(image).requires_grad_(True), to_t(mask).requires_grad_(True)
-    ref = official.official_terms(net, t_img, t_mask, to_t(lq), to_t(gt), weights)
+    ref = torch_twin.loss_terms(t_img, t_mask, to_t(lq), to_t(gt), net, weights)
     ref["total"].backward()
     for k in TERM_KEYS:
         assert rel_err(terms[k], ref[k].item()) <= TERM_RTOL[k], (k, float(terms[k]), ref[k].item())
