@@ -7,7 +7,7 @@ loss weights L1 1, SSIM 0.1, mask BCE 0.25, colour 1, ECR 0.1.
 
 Command (MSEC built with ``python -m recnet_jax.data.build --dataset msec --manual_dir DIR
 --data_dir data_dir``; VGG16 ImageNet weights converted once with
-``python -m recnet_jax.losses.vgg --torchvision vgg16-397923af.pth --out vgg16.npz``)::
+``python -m recnet_jax.convert vgg16 vgg16-397923af.pth --out vgg16.npz``)::
 
     python -m recnet_jax.main --config configs/default.py --workdir runs/msec \\
         --config.loss.vgg_weights=vgg16.npz
@@ -46,7 +46,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.loss.weights = ml_collections.ConfigDict(
         dict(l1=1.0, ssim=0.1, mask=0.25, color=1.0, ecr=0.1))   # the release's weights
     config.loss.vgg_weights = ""          # VGG16 .npz/.pth for the ECR; required while weights.ecr > 0
-    config.loss.vgg_random_init = False   # True: random VGG features (demo only; logs a warning)
+    config.loss.vgg_random_init = False   # True: random VGG features (demo only; logged)
 
     config.data = ml_collections.ConfigDict()
     config.data.dataset = "msec"          # a TFDS name built by `python -m recnet_jax.data.build`
@@ -55,6 +55,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.eval_split = "test"       # validation: full images, the paper's protocol
     config.data.crop_size = 384
     config.data.num_threads = 8           # grain read threads per host
+    config.data.num_shards = 0            # data shards (a multiple of the process count); 0: one
+                                          # per process. Fixed: the same batches on any host count
 
     config.optim = ml_collections.ConfigDict()
     config.optim.schedule = "piecewise"   # 'piecewise' (the release) or 'cosine'

@@ -19,6 +19,7 @@ weights to ``WORKDIR/model/`` this way.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -26,6 +27,7 @@ import grain
 import jax
 import orbax.checkpoint as ocp
 from absl import logging
+from etils import epath
 from flax import nnx
 from orbax.checkpoint import checkpoint_managers as policies
 
@@ -47,7 +49,7 @@ class TrainCheckpointer:
         if every_steps <= 0 or keep <= 0:
             raise ValueError(f"config.checkpoint_every_steps ({every_steps}) and "
                              f"config.keep_checkpoints ({keep}) must be positive")
-        self.directory = os.path.abspath(os.fspath(directory))
+        self.directory = abspath(directory)
         options = ocp.CheckpointManagerOptions(
             save_decision_policy=policies.AnySavePolicy([
                 policies.FixedIntervalPolicy(every_steps),
@@ -83,10 +85,24 @@ class TrainCheckpointer:
 
     def restore(self, step: int, abstract_state: Any, data_iter: grain.DatasetIterator) -> Any:
         """Restores checkpoint ``step`` onto ``abstract_state``'s shardings (any device count)
-        and sets ``data_iter`` to the saved position; returns the state."""
+        and sets ``data_iter`` to the saved position; returns the state.
+
+        A checkpoint of another process count holds no iterator file for this process; every
+        process of a run is at the same position (one host batch per step), so the saved
+        position is used as it is (:func:`_saved_data_state`)."""
+        data_dir = epath.Path(self.directory) / str(step) / "data"
+        own = data_dir / f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+        if own.exists() or not data_dir.is_dir():
+            restored = self.manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state),
+                data=grain.checkpoint.CheckpointRestore(data_iter)))
+            return restored.state
         restored = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state),
-            data=grain.checkpoint.CheckpointRestore(data_iter)))
+            state=ocp.args.StandardRestore(abstract_state)))
+        data_iter.set_state(_saved_data_state(data_dir))
+        logging.info("checkpoint %d was written by another number of processes; the data iterator "
+                     "resumes at the same position (the same batches if config.data.num_shards "
+                     "was fixed)", step)
         return restored.state
 
     def reached_preemption(self, step: int) -> bool:
@@ -102,6 +118,22 @@ class TrainCheckpointer:
         self.manager.close()
 
 
+def abspath(path) -> str:
+    """``os.path.abspath`` of a local path; a URL such as ``gs://bucket/run`` stays as it is."""
+    path = os.fspath(path)
+    return path if "://" in path else os.path.abspath(path)
+
+
+def _saved_data_state(data_dir: epath.Path) -> dict:
+    """The iterator state that every process of the saving run wrote (they are identical)."""
+    states = {f.name: json.loads(f.read_text()) for f in sorted(data_dir.iterdir())
+              if f.name.startswith("process_") and f.name.endswith(".json")}
+    if not states or any(v != next(iter(states.values())) for v in states.values()):
+        raise ValueError(f"{data_dir}: the data iterator states of the saving processes are missing "
+                         f"or differ ({states}); resume with the process count that wrote them")
+    return next(iter(states.values()))
+
+
 def abstract_like(tree: Any) -> Any:
     """``jax.ShapeDtypeStruct`` leaves carrying ``tree``'s shardings: a restore target."""
     return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
@@ -109,8 +141,8 @@ def abstract_like(tree: Any) -> Any:
 
 def save_model(path: str, model, *, force: bool = False) -> str:
     """Saves ``model`` (a RECNet) to the directory ``path``; returns the absolute path."""
-    path = os.path.abspath(os.fspath(path))
-    if os.path.exists(path) and not force:
+    path = abspath(path)
+    if epath.Path(path).exists() and not force:
         raise FileExistsError(f"{path} exists; pass force=True (or choose another --out) to replace it")
     state = nnx.state(model, nnx.Param)
     with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
@@ -125,8 +157,8 @@ def load_model(path: str, *, conv_impl: str = "auto", dtype=None, norm_variant: 
 
     ``norm_variant`` overrides the saved variant (both variants share the parameters).
     """
-    path = os.path.abspath(os.fspath(path))
-    if not os.path.isdir(os.path.join(path, "params")) or not os.path.exists(os.path.join(path, "config")):
+    path = abspath(path)
+    if not (epath.Path(path) / "params").is_dir() or not (epath.Path(path) / "config").exists():
         raise FileNotFoundError(f"{path} is not a recnet_jax model checkpoint (expected the "
                                 "'params' and 'config' items written by recnet_jax.checkpointing.save_model)")
     with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:

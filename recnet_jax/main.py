@@ -42,6 +42,10 @@ def main(argv):
     except (ValueError, FileNotFoundError, train.NonFiniteLossError) as e:
         logging.error("%s", e)
         sys.exit(1)
+    except jax.errors.JaxRuntimeError as e:
+        if runtime.is_peer_failure(e):   # another process died: name it and exit (no traceback)
+            runtime.fail_on_lost_process(e)
+        raise
     if results is None:
         return
     logging.info("done: %d steps; validation %s; model exported to %s", results["steps"],

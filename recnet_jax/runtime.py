@@ -4,17 +4,38 @@ log that shows progress and results rather than the libraries' bookkeeping.
 Importing this module sets ``TF_CPP_MIN_LOG_LEVEL=1`` (unless set): TensorFlow, which clu's
 TensorBoard writer imports, otherwise prints its oneDNN notice at start-up. Entry points import
 it before anything that imports TensorFlow.
+
+**Multi-process runs** (:func:`initialize_distributed`) use JAX's multi-controller runtime,
+``jax.distributed.initialize``, as it is. The cluster comes from the environment:
+
+* Cloud TPU VMs, SLURM (``srun``), Open MPI: detected by JAX itself (``launch/tpu_pod.sh`` sets
+  ``RECNET_DISTRIBUTED=1``, which asks for the detection even where no variable below is set);
+* anything else, e.g. ``launch/local_multiprocess.sh``: ``JAX_COORDINATOR_ADDRESS`` (host:port of
+  process 0), ``RECNET_NUM_PROCESSES`` and ``RECNET_PROCESS_ID``. A loopback coordinator
+  (``127.0.0.1``) makes every socket of the run loopback-only: the coordination service binds to it
+  and the CPU collectives (gloo) bind to ``127.0.0.1`` too.
+
+``RECNET_HEARTBEAT_TIMEOUT_S`` (default: JAX's, 100 s) bounds how long the others run on after a
+process dies: the coordination service declares a process dead when its heartbeats stop for that
+long and ends every other process with a message naming it. ``RECNET_INIT_TIMEOUT_S`` (default:
+JAX's, 300 s) bounds the wait for all processes to connect. Fake CPU devices per process come
+from JAX's own ``JAX_NUM_CPU_DEVICES``.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging as std_logging
 import os
+import threading
+from typing import NoReturn
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 import jax  # noqa: E402
+import jax.extend.backend  # noqa: E402
 from absl import logging  # noqa: E402
+from jax._src import distributed as jax_distributed  # noqa: E402  (the client: live processes)
 
 # Libraries whose INFO lines describe their own bookkeeping (Orbax's per-save traces, TFDS's
 # "Load dataset info"); their warnings and errors still show, and --v=1 shows everything.
@@ -22,7 +43,17 @@ QUIET_LIBRARIES = ("/orbax/", "/tensorflow_datasets/", "/grain/")
 
 # Environment variables that mean "this is one process of several".
 CLUSTER_ENV = ("JAX_COORDINATOR_ADDRESS", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE",
-               "TPU_WORKER_HOSTNAMES", "MEGASCALE_COORDINATOR_ADDRESS")
+               "TPU_WORKER_HOSTNAMES", "MEGASCALE_COORDINATOR_ADDRESS", "RECNET_DISTRIBUTED")
+# Explicit process layout (launch/local_multiprocess.sh); JAX_COORDINATOR_ADDRESS gives the address.
+ENV_NUM_PROCESSES = "RECNET_NUM_PROCESSES"
+ENV_PROCESS_ID = "RECNET_PROCESS_ID"
+ENV_HEARTBEAT_TIMEOUT = "RECNET_HEARTBEAT_TIMEOUT_S"
+ENV_INIT_TIMEOUT = "RECNET_INIT_TIMEOUT_S"
+JAX_DEFAULT_HEARTBEAT_S = 100   # jax.distributed.initialize's heartbeat_timeout_seconds default
+EXIT_LOST_PROCESS = 3           # exit status of a process that lost a peer (see fail_on_lost_process)
+# Error texts of a cross-process operation that failed because a peer went away.
+_PEER_FAILURE_MARKS = ("gloo", "connection reset", "connection closed", "connection refused",
+                       "socket closed", "unavailable", "heartbeat", "barrier", "coordination service")
 
 
 class _LibraryInfoFilter(std_logging.Filter):
@@ -43,10 +74,157 @@ def quiet_logs() -> None:
         handler.addFilter(_LibraryInfoFilter())
 
 
-def initialize_distributed() -> None:
-    """``jax.distributed.initialize()`` when the environment describes a multi-process job (the
-    cluster, coordinator and process id are then detected from it)."""
-    if os.environ.get("SLURM_NTASKS") == "1":
+def _int_env(name: str, minimum: int = 0, maximum: int | None = None) -> int:
+    text = os.environ.get(name, "")
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < minimum or (maximum is not None and value > maximum):
+        bound = f" and at most {maximum}" if maximum is not None else ""
+        raise ValueError(f"environment variable {name}={text!r} must be an integer of at least "
+                         f"{minimum}{bound}")
+    return value
+
+
+def is_loopback(address: str) -> bool:
+    """Whether ``host:port`` (or ``[v6]:port``) names this machine's loopback interface."""
+    host = address.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _cpu_collectives_on_loopback() -> None:
+    """Makes the CPU client's gloo collectives listen on 127.0.0.1 (by default gloo binds to the
+    address the machine's host name resolves to, which may face the network)."""
+    try:
+        from jax._src import xla_bridge
+        from jax._src.lib import _jax
+    except ImportError:  # pragma: no cover - another jax than the pinned one
+        logging.warning("CPU collectives: cannot bind gloo to 127.0.0.1 with this jax; it binds to "
+                        "the host name's address")
         return
-    if any(os.environ.get(k) for k in CLUSTER_ENV):
-        jax.distributed.initialize()
+
+    def make_cpu_client():
+        collectives = _jax.make_gloo_tcp_collectives(
+            distributed_client=jax_distributed.global_state.client, hostname="127.0.0.1")
+        return xla_bridge.make_cpu_client(collectives=collectives)
+
+    jax.extend.backend.register_backend_factory("cpu", make_cpu_client, priority=0,
+                                                fail_quietly=False)
+
+
+def initialize_distributed() -> None:
+    """``jax.distributed.initialize`` when the environment describes a multi-process job (module
+    docstring: which variables, the heartbeat and the loopback rules); nothing otherwise.
+
+    Call it before any JAX computation. CPU processes use gloo collectives.
+
+    Raises:
+      ValueError: a malformed ``RECNET_*`` variable, or ``RECNET_NUM_PROCESSES`` without
+        ``JAX_COORDINATOR_ADDRESS`` (the message names them).
+      RuntimeError: the processes did not all connect to the coordinator in time.
+    """
+    explicit = ENV_NUM_PROCESSES in os.environ
+    if not explicit and (os.environ.get("SLURM_NTASKS") == "1"
+                         or not any(os.environ.get(k) for k in CLUSTER_ENV)):
+        return
+    kwargs: dict = {}
+    if explicit:
+        num = _int_env(ENV_NUM_PROCESSES, minimum=1)
+        pid = _int_env(ENV_PROCESS_ID, minimum=0, maximum=num - 1)
+        address = os.environ.get("JAX_COORDINATOR_ADDRESS", "")
+        if ":" not in address:
+            raise ValueError(f"{ENV_NUM_PROCESSES}={num} needs JAX_COORDINATOR_ADDRESS=host:port of "
+                             f"process 0 (got {address!r}); launch/local_multiprocess.sh sets both")
+        if num == 1:
+            return
+        kwargs.update(coordinator_address=address, num_processes=num, process_id=pid)
+        if is_loopback(address):
+            kwargs["coordinator_bind_address"] = address
+            _cpu_collectives_on_loopback()
+    if ENV_HEARTBEAT_TIMEOUT in os.environ:
+        kwargs["heartbeat_timeout_seconds"] = _int_env(ENV_HEARTBEAT_TIMEOUT, minimum=1)
+    if ENV_INIT_TIMEOUT in os.environ:
+        kwargs["initialization_timeout"] = _int_env(ENV_INIT_TIMEOUT, minimum=1)
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    try:
+        jax.distributed.initialize(**kwargs)
+    except (RuntimeError, jax.errors.JaxRuntimeError) as e:  # the connect timed out
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        where = kwargs.get("coordinator_address") or "the coordinator detected from the environment"
+        raise RuntimeError(
+            f"jax.distributed.initialize could not connect this process to {where} ({first}); "
+            "start every process of the job (all of them must connect within "
+            f"{ENV_INIT_TIMEOUT}, default 300 s) and check that process 0 is reachable") from None
+    logging.info("jax.distributed: process %d of %d, coordinator %s, heartbeat timeout %d s",
+                 jax.process_index(), jax.process_count(),
+                 jax_distributed.global_state.coordinator_address, heartbeat_timeout())
+
+
+def heartbeat_timeout() -> int:
+    """The heartbeat timeout of this run in seconds (``RECNET_HEARTBEAT_TIMEOUT_S`` or JAX's)."""
+    if ENV_HEARTBEAT_TIMEOUT in os.environ:
+        return _int_env(ENV_HEARTBEAT_TIMEOUT, minimum=1)
+    return JAX_DEFAULT_HEARTBEAT_S
+
+
+def is_peer_failure(error: BaseException) -> bool:
+    """Whether ``error`` (raised in a multi-process run) looks like a lost peer: a failed
+    collective or coordination-service call, rather than this process's own error."""
+    text = str(error).lower()
+    return jax.process_count() > 1 and any(mark in text for mark in _PEER_FAILURE_MARKS)
+
+
+def _live_processes(timeout_s: float) -> set[int] | None:
+    """The processes the coordination service still counts as alive (it answers once the dead
+    ones have missed their heartbeats); None if the coordinator itself is unreachable; all of
+    them if it gave no answer within ``timeout_s``."""
+    everyone = list(range(jax.process_count()))
+    answer: dict = {}
+
+    def ask():
+        try:
+            answer["live"] = set(jax_distributed.global_state.client.get_live_nodes(everyone))
+        except Exception as e:  # noqa: BLE001  (an RPC error: the service is gone)
+            answer["error"] = e
+
+    thread = threading.Thread(target=ask, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if "error" in answer:
+        return None
+    return answer.get("live", set(everyone))
+
+
+def fail_on_lost_process(error: BaseException) -> NoReturn:
+    """Ends this process (exit status :data:`EXIT_LOST_PROCESS`) after a cross-process operation
+    failed because another process went away, naming the lost process(es).
+
+    The JAX runtime's heartbeat may end the process first, with its own message naming the lost
+    task ("The following tasks are unhealthy (stopped sending heartbeats): 1"). Skips
+    ``jax.distributed.shutdown``, whose barrier would wait for the dead process.
+    """
+    me, count = jax.process_index(), jax.process_count()
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    timeout = heartbeat_timeout()
+    logging.error("process %d of %d: an operation across processes failed (%s); another process "
+                  "has probably died. Asking the JAX coordination service which one (it knows "
+                  "within the heartbeat timeout, %d s).", me, count, first, timeout)
+    live = _live_processes(timeout + 10)
+    if live is None:
+        lost = "process 0 (the coordinator) is unreachable: it has died"
+    elif set(range(count)) - live:
+        gone = sorted(set(range(count)) - live)
+        lost = (f"lost process {gone[0]}" if len(gone) == 1 else
+                f"lost processes {', '.join(map(str, gone))}") + " (no heartbeat)"
+    else:
+        lost = "no process was declared lost; the error above is the cause"
+    logging.error("process %d of %d exits: %s. Rerun the same launch command to resume from the "
+                  "last checkpoint in the workdir.", me, count, lost)
+    logging.flush()
+    os._exit(EXIT_LOST_PROCESS)

@@ -2,7 +2,7 @@
 
 Training (:func:`train_dataset` / :func:`train_iterator`)::
 
-    tfds.data_source(name, split=tfds.split_for_jax_process(split, ...))   # this host's shard
+    tfds.data_source(name, split=tfds.split_for_jax_process(split, ...))   # one data shard
       -> grain.MapDataset.source -> .seed(seed).shuffle() -> .repeat(num_epochs)
       -> .random_map(PairedCropFlip(crop_size))   # release pre-processing, see below
       -> .batch(batch_size, drop_remainder=True) -> .to_iter_dataset(ReadOptions(num_threads))
@@ -34,9 +34,16 @@ the exact next batch.
   ``low``/``over``, LCDP and synthetic ``mixed``); ``size``: [1, 2] int32, the stored (H, W).
 
 Multi-host: pass ``process_index``/``process_count`` (default: ``jax.process_index()`` /
-``jax.process_count()``); each host reads ``tfds.split_for_jax_process`` of the split (training drops
-the remainder so that every host has the same number of examples) and ``batch_size`` is per host.
-Build global arrays with ``jax.make_array_from_process_local_data``.
+``jax.process_count()``); ``batch_size`` is per host. Build global arrays with
+``jax.make_array_from_process_local_data``. Training reads the split as ``num_shards`` data shards
+(``tfds.split_for_jax_process`` with ``process_count=num_shards``, the remainder dropped so that the
+shards are equally long), each shuffled and augmented on its own; host ``p`` of ``P`` reads shards
+``p * S/P .. (p + 1) * S/P - 1`` and its batch is theirs concatenated in shard order, so the global
+batch is every shard's rows in shard order. ``num_shards=None`` (the default) means one shard per
+host: each host reads only its own TFDS split. A fixed ``num_shards`` makes the sequence of global
+batches independent of the host count: 1 host with ``num_shards=2`` reads exactly the global
+batches of 2 hosts, and a checkpointed iterator position means the same batches on any host count
+that divides ``num_shards``. Eval datasets are split per host (no example dropped).
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ import pathlib
 from typing import Any, Sequence
 
 import grain
+import jax
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -220,10 +228,51 @@ def open_source(name: str, data_dir: str, split: str, *, process_index: int | No
                                 f"{data_dir}; {how} ({type(e).__name__}: {first})") from None
 
 
+def shard_seed(seed: int, shard: int) -> int:
+    """The shuffle and augmentation seed of data shard ``shard`` (shard 0: ``seed`` itself), so
+    that the shards' rows of one batch get independent orders, crops and flips."""
+    if shard == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, shard]).generate_state(1, np.uint32)[0])
+
+
+def host_shards(num_shards: int | None, batch_size: int, process_index: int | None = None,
+                process_count: int | None = None) -> tuple[list[int], int, int]:
+    """This host's data shards: ``(shard indices, num_shards, rows per shard in a host batch)``.
+
+    Raises:
+      ValueError: ``num_shards`` is not a multiple of the host count, or the host batch does not
+        split evenly over this host's shards (the message names ``config.data.num_shards``).
+    """
+    if process_index is None or process_count is None:
+        process_index = jax.process_index() if process_index is None else process_index
+        process_count = jax.process_count() if process_count is None else process_count
+    shards = num_shards or process_count
+    if shards % process_count:
+        raise ValueError(f"config.data.num_shards={shards} must be a multiple of the number of "
+                         f"processes ({process_count}); use {process_count * max(1, round(shards / process_count))} "
+                         "or 0 (one shard per process)")
+    per_host = shards // process_count
+    if batch_size % per_host:
+        raise ValueError(f"the per-process batch {batch_size} does not split over the "
+                         f"{per_host} data shards of each process (config.data.num_shards={shards} "
+                         f"over {process_count} process(es)); make the global batch a multiple of "
+                         "config.data.num_shards")
+    first = process_index * per_host
+    return list(range(first, first + per_host)), shards, batch_size // per_host
+
+
+def _concat_rows(batches: tuple[dict[str, np.ndarray], ...]) -> dict[str, np.ndarray]:
+    if len(batches) == 1:
+        return batches[0]
+    return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+
+
 def train_dataset(name: str, data_dir: str, *, batch_size: int, crop_size: int = DEFAULT_CROP,
                   split: str = "train", seed: int = 0, num_epochs: int | None = None,
                   shuffle: bool = True, process_index: int | None = None,
-                  process_count: int | None = None) -> grain.MapDataset:
+                  process_count: int | None = None,
+                  num_shards: int | None = None) -> grain.MapDataset:
     """The training MapDataset (random access; see the module docstring for its batches).
 
     Args:
@@ -236,21 +285,30 @@ def train_dataset(name: str, data_dir: str, *, batch_size: int, crop_size: int =
       num_epochs: None repeats forever.
       shuffle: reshuffle every epoch.
       process_index, process_count: this host and the number of hosts (default: from JAX).
+      num_shards: the number of data shards (a multiple of the host count); None or 0: one per
+        host. See the module docstring.
 
     Returns:
       ``grain.MapDataset`` of batch dicts.
     """
-    src = open_source(name, data_dir, split, process_index=process_index,
-                      process_count=process_count, drop_remainder=True)
-    if len(src) < batch_size:
-        raise ValueError(f"{name} {split} has {len(src)} examples on this host, fewer than "
-                         f"batch_size {batch_size}")
-    ds = grain.MapDataset.source(src).seed(seed)
-    if shuffle:
-        ds = ds.shuffle()
-    ds = ds.repeat(num_epochs)
-    ds = ds.random_map(PairedCropFlip(crop_size))
-    return ds.batch(batch_size, drop_remainder=True, batch_fn=stack_batch)
+    shards, count, rows = host_shards(num_shards, batch_size, process_index, process_count)
+    parts = []
+    for shard in shards:
+        src = open_source(name, data_dir, split, process_index=shard, process_count=count,
+                          drop_remainder=True)
+        if len(src) < rows:
+            where = "on this host" if count == 1 else f"in data shard {shard} of {count}"
+            raise ValueError(f"{name} {split} has {len(src)} examples {where}, fewer than "
+                             f"the {rows} rows it gives each batch")
+        ds = grain.MapDataset.source(src).seed(shard_seed(seed, shard))
+        if shuffle:
+            ds = ds.shuffle()
+        ds = ds.repeat(num_epochs)
+        ds = ds.random_map(PairedCropFlip(crop_size))
+        parts.append(ds.batch(rows, drop_remainder=True, batch_fn=stack_batch))
+    if len(parts) == 1:
+        return parts[0]
+    return grain.experimental.ZipMapDataset(parts).map(_concat_rows)
 
 
 def to_iterator(ds: grain.MapDataset, *, num_threads: int = 2, prefetch_buffer_size: int = 8,
@@ -274,7 +332,8 @@ def train_iterator(name: str, data_dir: str, *, batch_size: int, crop_size: int 
                    seed: int = 0, num_threads: int = 2, num_workers: int = 0,
                    **kwargs: Any) -> grain.DatasetIterator:
     """``to_iterator(train_dataset(...))``: what a training loop calls. ``kwargs`` go to
-    :func:`train_dataset` (``split``, ``num_epochs``, ``process_index``, ``process_count``...)."""
+    :func:`train_dataset` (``split``, ``num_epochs``, ``process_index``, ``process_count``,
+    ``num_shards``...)."""
     ds = train_dataset(name, data_dir, batch_size=batch_size, crop_size=crop_size, seed=seed, **kwargs)
     return to_iterator(ds, num_threads=num_threads, num_workers=num_workers,
                        prefetch_buffer_size=max(2, 2 * num_threads))
