@@ -3,6 +3,7 @@
     python -m recnet_jax.bench [--sizes 256,512,1024,2048] [--train] [--torch] [--repeats N] --out FILE.json
     python -m recnet_jax.bench --suite losses --out FILE.json [--train_batch 8 --train_size 256]
     python -m recnet_jax.bench --suite data --out FILE.json [--data_dir DIR]
+    python -m recnet_jax.bench --suite enhance --out FILE.json [--sizes 1632x1224,4000x3000 --lean auto,on,off]
 
 Suites (``--suite``):
 
@@ -14,6 +15,8 @@ Suites (``--suite``):
   with the ratio. Both use the same ``--norm_variant`` (default ``official``, the release's).
 * ``losses``: the objective's share of a training step (``recnet_jax/losses/bench.py``).
 * ``data``: the training input pipeline's throughput (``recnet_jax/data/bench.py``).
+* ``enhance``: full-resolution enhancement (``enhance.enhance_array``) per photo size and
+  inference path, wall time and peak memory per pixel (``recnet_jax/enhance_bench.py``).
 
 The parent process re-invokes ``python -m recnet_jax.bench --one '<json spec>'`` per configuration
 (so each record's ``peak_rss_mb`` is that configuration's own) and reads one ``BENCH_RESULT <json>``
@@ -52,7 +55,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-SUITES = ("model", "losses", "data")
+SUITES = ("model", "losses", "data", "enhance")
 RECORD_FIELDS = ("framework", "kind", "batch", "h", "w", "median_s", "compile_s", "peak_rss_mb")
 RESULT_PREFIX = "BENCH_RESULT "
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "XLA_FLAGS",
@@ -332,7 +335,7 @@ def model_specs(args) -> list[dict]:
     common = dict(suite="model", repeats=args.repeats, warmup=args.warmup,
                   norm_variant=args.norm_variant, conv_impl=args.conv_impl)
     specs = [dict(common, framework=fw, kind="infer", batch=1, h=s, w=s)
-             for s in _sizes(args.sizes) for fw in frameworks]
+             for s in _sizes(args.sizes or "512") for fw in frameworks]
     if args.train:
         specs += [dict(common, framework=fw, kind="train", batch=args.train_batch,
                        h=args.train_size, w=args.train_size) for fw in frameworks]
@@ -371,6 +374,9 @@ def run_one(spec: dict) -> dict:
     if suite == "data":
         from recnet_jax.data import bench as data_bench  # pylint: disable=import-outside-toplevel
         return data_bench.measure(spec)
+    if suite == "enhance":
+        from recnet_jax import enhance_bench  # pylint: disable=import-outside-toplevel
+        return enhance_bench.measure(spec)
     raise ValueError(f"unknown suite {suite!r}; expected one of {SUITES}")
 
 
@@ -434,7 +440,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--timeout_s", type=float, default=None, help="per-configuration time limit")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one JSON spec
     g = p.add_argument_group("model suite")
-    g.add_argument("--sizes", default="512", help="inference sizes (square), comma list")
+    g.add_argument("--sizes", default=None,
+                   help="comma list: model suite, square inference sizes (default 512); enhance "
+                        "suite, photo sizes WxH or N (default 1632x1224,2048x2048,4000x3000)")
     g.add_argument("--train", action="store_true", help="also time the training step")
     g.add_argument("--torch", action="store_true", help="also time the PyTorch twin")
     g.add_argument("--norm_variant", default="official", choices=("official", "paper"))
@@ -449,6 +457,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     g.add_argument("--data_dir", default=None, help="synthetic dataset folder (built if missing)")
     g.add_argument("--batches", type=int, default=20, help="batches per timed trial")
     g.add_argument("--modes", default="threads,processes", help="comma list: threads, processes")
+    g = p.add_argument_group("enhance suite (and --sizes)")
+    g.add_argument("--lean", default="auto",
+                   help="comma list of inference paths: auto (by size), on (staged), off (one program)")
+    g.add_argument("--checkpoint", default="", help="weights to load (default: random init)")
     args = p.parse_args(argv)
     if args.one is None and not args.out:
         p.error("--out is required")
@@ -471,10 +483,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.suite == "losses":
         from recnet_jax.losses import bench as losses_bench  # pylint: disable=import-outside-toplevel
         specs = losses_bench.specs(args)
-    else:
+    elif args.suite == "data":
         from recnet_jax.data import bench as data_bench  # pylint: disable=import-outside-toplevel
         specs, summary = data_bench.specs(args)
         extra_cols = ("workers", "crops_per_s")
+    else:
+        from recnet_jax import enhance_bench  # pylint: disable=import-outside-toplevel
+        specs = enhance_bench.specs(args)
+        extra_cols = ("lean", "first_call_s", "mpix_per_s", "peak_rss_bytes_per_pixel")
     records, errors = [], []
     for spec in specs:
         spec["compile_cache"] = args.compile_cache
@@ -488,6 +504,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary["comparisons"] = comparisons(records)
     elif args.suite == "losses":
         summary.update(losses_bench.summary(records))
+    elif args.suite == "enhance":
+        summary.update(enhance_bench.summary(records))
     write_report(args.out, args.suite, records, errors=errors,
                  args={k: v for k, v in vars(args).items() if k != "one"}, **summary)
     print(format_table(records, extra_cols))

@@ -20,7 +20,7 @@ tiling, so no seams):
 On CPU every program is compiled with XLA's memory-optimised scheduler
 (``xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED``; the default, concurrency-optimised
 scheduler keeps about 800 bytes per pixel live for the whole model). Measured sizes and times:
-``docs/evaluation.md`` and ``python -m recnet_jax.enhance_bench``.
+``docs/evaluation.md`` and ``python -m recnet_jax.bench --suite enhance``.
 
 The lean path mirrors :meth:`recnet_jax.RECNet.__call__` (stem, EMP, ``layers.blur_masks``, blocks,
 aggregation, refine, ``clip(r + 1e-5, 0, 1)``) through the modules' public attributes.

@@ -75,3 +75,17 @@ def test_losses_suite_one_function(tmp_path):
     _check_records([record])
     assert (record["framework"], record["kind"]) == ("jax", "model_fwd")
     assert "definitions" in report
+
+
+def test_enhance_suite_one_size(tmp_path):
+    report, stdout = _run(tmp_path, "--suite", "enhance", "--sizes", "64x48", "--lean", "auto")
+    assert report["suite"] == "enhance" and not report["errors"]
+    (record,) = report["results"]
+    _check_records([record])
+    assert (record["framework"], record["kind"], record["batch"], record["h"], record["w"]) == (
+        "jax", "enhance", 1, 48, 64)
+    assert record["compile_s"] is None and record["first_call_s"] > 0
+    assert record["lean"] is False and record["lean_mode"] == "auto"   # 64x48 < LEAN_MIN_PIXELS
+    assert record["output_shape"] == [48, 64, 3]
+    assert record["peak_rss_bytes_per_pixel"] > 0 and record["mpix_per_s"] > 0
+    assert report["lean_min_pixels"] > 0 and "enhance" in stdout
