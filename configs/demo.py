@@ -3,7 +3,7 @@
 Data: the synthetic dataset built from the photos bundled with scikit-image
 (``python -m recnet_jax.data.build --dataset synthetic --data_dir data_dir``); the held-out test
 scene (chelsea) never enters training. The ECR uses randomly initialised VGG16 features, since no
-ImageNet weights can be downloaded here (one warning says so).
+ImageNet weights can be downloaded here (the log and results.json say so).
 
 Command (what ``make demo`` runs)::
 
@@ -21,16 +21,17 @@ def get_config():
     config.loss.vgg_random_init = True
     config.data.dataset = "synthetic"
     config.data.eval_split = "test"
-    config.data.crop_size = 96
+    config.data.crop_size = 128
     config.data.num_threads = 2
-    config.batch_size = 4
-    config.num_train_steps = 300
+    config.batch_size = 2
+    config.num_train_steps = 700
     config.log_every_steps = 25
-    config.eval_every_steps = 10_000
-    config.checkpoint_every_steps = 100
+    config.eval_every_steps = 10_000      # validation at the end only (the demo reports it)
+    config.checkpoint_every_steps = 175
     config.keep_checkpoints = 2
+    config.num_eval_images = 4
     config.optim.schedule = "cosine"
-    config.optim.learning_rate = 3e-3
+    config.optim.learning_rate = 5e-3
     config.optim.warmup_steps = 20
     config.optim.final_lr_fraction = 0.02
     config.optim.grad_clip = 1.0

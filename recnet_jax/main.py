@@ -18,8 +18,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from recnet_jax import runtime  # noqa: I001  (first: it quiets TensorFlow's start-up notice)
-from recnet_jax import train
+from recnet_jax import runtime, train
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard logs and the "

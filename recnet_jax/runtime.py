@@ -1,10 +1,6 @@
 """Process set-up shared by the command-line entry points: multi-process initialisation and a
 log that shows progress and results rather than the libraries' bookkeeping.
 
-Importing this module sets ``TF_CPP_MIN_LOG_LEVEL=1`` (unless set): TensorFlow, which clu's
-TensorBoard writer imports, otherwise prints its oneDNN notice at start-up. Entry points import
-it before anything that imports TensorFlow.
-
 **Multi-process runs** (:func:`initialize_distributed`) use JAX's multi-controller runtime,
 ``jax.distributed.initialize``, as it is. The cluster comes from the environment:
 
@@ -30,12 +26,10 @@ import os
 import threading
 from typing import NoReturn
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
-
-import jax  # noqa: E402
-import jax.extend.backend  # noqa: E402
-from absl import logging  # noqa: E402
-from jax._src import distributed as jax_distributed  # noqa: E402  (the client: live processes)
+import jax
+import jax.extend.backend
+from absl import logging
+from jax._src import distributed as jax_distributed  # the client: live processes
 
 # Libraries whose INFO lines describe their own bookkeeping (Orbax's per-save traces, TFDS's
 # "Load dataset info"); their warnings and errors still show, and --v=1 shows everything.

@@ -34,9 +34,10 @@ import numpy as np
 import optax
 from absl import logging
 from clu import metric_writers, parameter_overview, periodic_actions
+from etils import epath
 from flax import nnx, struct
 
-from recnet_jax import checkpointing, convert, evaluate, losses, sharding
+from recnet_jax import checkpointing, evaluate, losses, sharding, weights
 from recnet_jax.data import pipeline
 from recnet_jax.model import RECNet
 
@@ -106,18 +107,18 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
 
 
 def _init_from(config: ml_collections.ConfigDict) -> nnx.State:
-    """The parameters of ``config.init_from``: a model export, or an official .pth / .npz."""
-    path = config.init_from
-    if path.lower().endswith((".pth", ".pt", ".npz")):
-        model = convert.from_official(path, norm_variant=config.model.norm_variant)
-    else:
-        model = checkpointing.load_model(path)
+    """The parameters of ``config.init_from``: whatever :func:`recnet_jax.weights.resolve`
+    accepts (a model export or training workdir, an official .pth / .npz, a demo results.json)."""
+    try:
+        model, description = weights.load(config.init_from, norm_variant=config.model.norm_variant)
+    except (FileNotFoundError, ValueError) as e:
+        raise type(e)(f"config.init_from: {e}") from None
     found = {k: v for k, v in model.config().items() if k in MODEL_KEYS and k != "norm_variant"}
     wanted = {k: v for k, v in architecture(config).items() if k in found}
     if found != wanted:
-        raise ValueError(f"config.init_from={path!r} holds RECNet{found}, but config.model asks for "
-                         f"RECNet{wanted}; change config.model or the checkpoint")
-    logging.info("initialised from %s", path)
+        raise ValueError(f"config.init_from={config.init_from!r} holds RECNet{found}, but "
+                         f"config.model asks for RECNet{wanted}; change config.model or the weights")
+    logging.info("initialised from %s", description)
     return nnx.state(model, nnx.Param)
 
 
@@ -250,6 +251,20 @@ def _overall(results: dict) -> dict:
     return results["groups"]["all"]
 
 
+def _train_iterator(config: ml_collections.ConfigDict, local_batch: int):
+    """This process's training iterator; checks that the eval split is there too."""
+    d = config.data
+    try:
+        it = pipeline.train_iterator(d.dataset, d.data_dir, batch_size=local_batch,
+                                     crop_size=d.crop_size, seed=config.seed, split=d.train_split,
+                                     num_threads=d.num_threads, num_shards=d.num_shards)
+        pipeline.open_source(d.dataset, d.data_dir, d.eval_split)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"config.data.dataset={d.dataset!r} in config.data.data_dir="
+                                f"{d.data_dir!r}: {e}") from None
+    return it
+
+
 def validate(config: ml_collections.ConfigDict, graphdef: nnx.GraphDef, params: nnx.State,
              mesh: jax.sharding.Mesh) -> dict:
     """:func:`recnet_jax.evaluate.evaluate_model` on ``config.data.eval_split``."""
@@ -272,18 +287,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
         architecture; nothing is written then.
       NonFiniteLossError: the loss became NaN or inf (the last checkpoint is kept as it was).
     """
-    workdir = os.path.abspath(workdir)
+    workdir = checkpointing.abspath(workdir)   # a gs:// URL stays as it is
     mesh = sharding.make_mesh()
     local_batch = sharding.check_batch_size(config.batch_size, mesh)
     for field in ("log_every_steps", "eval_every_steps", "num_train_steps"):
         if config[field] <= 0:
             raise ValueError(f"config.{field}={config[field]} must be positive")
     vgg = losses.vgg_from_config(config.loss, seed=config.seed)   # fails before anything is built
-    train_iter = pipeline.train_iterator(
-        config.data.dataset, config.data.data_dir, batch_size=local_batch,
-        crop_size=config.data.crop_size, seed=config.seed, split=config.data.train_split,
-        num_threads=config.data.num_threads)
-    pipeline.open_source(config.data.dataset, config.data.data_dir, config.data.eval_split)
+    train_iter = _train_iterator(config, local_batch)
 
     ckpt = checkpointing.TrainCheckpointer(os.path.join(workdir, "checkpoints"),
                                            every_steps=config.checkpoint_every_steps,
@@ -296,6 +307,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
         meta["train_seconds"] = float(saved_meta.get("train_seconds", 0.0))
         config = ml_collections.ConfigDict(config.to_dict())
         config.init_from = ""  # the workdir's own checkpoint wins over init_from
+        finished = _finished_results(workdir, latest, config)
+        if finished is not None:
+            ckpt.close()
+            return finished
     state, graphdef = create_train_state(config, mesh)
     if latest is not None:
         state = ckpt.restore(latest, checkpointing.abstract_like(state), train_iter)
@@ -309,9 +324,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
         parameter_overview.log_parameter_overview(
             nnx.to_pure_dict(state.params), msg="RECNet parameters", jax_logging_process=0)
         writer.write_hparams(_flat(config))
-    if start >= config.num_train_steps:
-        logging.info("%s already holds the finished run (step %d of %d)", workdir, start,
-                     config.num_train_steps)
     step_fn = make_train_step(config, graphdef, mesh)
     report = periodic_actions.ReportProgress(num_train_steps=config.num_train_steps,
                                              writer=writer, every_steps=config.log_every_steps)
@@ -385,8 +397,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
     results.update(steps=step, train_seconds=round(meta["train_seconds"], 1), checkpoint=export,
                    resumed_from=start)
     if is_main:
-        with open(os.path.join(workdir, "eval_results.json"), "w") as f:
-            json.dump(results, f, indent=1)
+        epath.Path(workdir, "eval_results.json").write_text(json.dumps(results, indent=1))
+    return results
+
+
+def _finished_results(workdir: str, latest: int, config: ml_collections.ConfigDict) -> dict | None:
+    """The saved results when ``workdir`` holds this run finished and exported, else None."""
+    saved = epath.Path(workdir, "eval_results.json")
+    if latest < config.num_train_steps or not saved.exists():
+        return None
+    if not epath.Path(workdir, "model").is_dir():
+        return None
+    results = json.loads(saved.read_text())
+    if results.get("steps") != latest:
+        return None
+    logging.info("%s already holds the finished run (step %d of %d, model %s); %s", workdir,
+                 latest, config.num_train_steps, results["checkpoint"], summary(results))
     return results
 
 

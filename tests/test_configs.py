@@ -27,7 +27,7 @@ def test_ecr_without_vgg_weights_fails_at_start_up_with_the_fix():
 
 def test_demo_config_uses_random_vgg_and_says_so_once(caplog):
     import logging
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO, logger="absl"):
         vgg = losses.vgg_from_config(demo.get_config().loss)
     assert vgg is not None
     notes = [r for r in caplog.records if "vgg_random_init" in r.getMessage()]

@@ -143,25 +143,29 @@ def test_run_writes_checkpoints_metrics_and_the_export(uninterrupted):
     assert "Unable to initialize backend" not in log and "orbax" not in log.lower()
 
 
-def test_resume_after_sigkill_is_bit_exact(uninterrupted, data_dir, tmp_path):
+def test_resume_after_sigkill_then_sigterm_is_bit_exact(uninterrupted, data_dir, tmp_path):
+    """SIGKILL after the checkpoint of step 2; the restart resumes there and gets SIGTERM after
+    step 3 (it saves step 3 and exits cleanly); the next restart finishes at step 4 with the
+    uninterrupted run's parameters, bit for bit."""
     killed = run_main(tmp_path, data_dir, fault=("kill", "2"), check=False)
     assert killed.returncode == -signal.SIGKILL
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2"]
-    resumed = run_main(tmp_path, data_dir)
-    assert "resumed from" in resumed.stderr and "at step 2" in resumed.stderr
-    assert_bitwise_equal(exported_params(tmp_path), exported_params(uninterrupted[0]))
-
-
-def test_sigterm_saves_exits_cleanly_and_resumes(uninterrupted, data_dir, tmp_path):
     term = run_main(tmp_path, data_dir, fault=("term", "3"), check=False)
     assert term.returncode == 0, term.stderr[-3000:]
+    assert "resumed from" in term.stderr and "at step 2" in term.stderr
     assert "preempted: checkpoint at step 3" in term.stderr
     assert "3" in os.listdir(tmp_path / "checkpoints") and not (tmp_path / "model").exists()
     resumed = run_main(tmp_path, data_dir)
     assert "at step 3" in resumed.stderr
     assert_bitwise_equal(exported_params(tmp_path), exported_params(uninterrupted[0]))
-    again = run_main(tmp_path, data_dir)                      # finished: no training, same export
-    assert "already holds the finished run" in again.stderr
+
+
+def test_a_finished_run_is_not_trained_again(uninterrupted, data_dir):
+    workdir = uninterrupted[0]
+    results = (workdir / "eval_results.json").read_text()
+    again = run_main(workdir, data_dir)
+    assert "already holds the finished run" in again.stderr and "train/total" not in again.stderr
+    assert (workdir / "eval_results.json").read_text() == results
 
 
 def test_missing_dataset_and_unknown_key_are_one_clear_line(tmp_path):
@@ -256,7 +260,7 @@ def test_nan_stops_with_the_step_and_the_checkpoint_restores_on_one_device(data_
 def test_paper_variant_trains_200_steps_at_lr_1e3_without_nan(data_dir):
     """The issue's reproduction (Adam lr 1e-3, L1 only): NaN at step 4 before the fix."""
     config = tiny_config(data_dir, batch_size=2, num_train_steps=200)
-    config.model.num_blocks = 5
+    config.model.num_blocks = 2            # the failure is per block; two keep the test short
     config.optim.schedule = "piecewise"
     config.optim.learning_rate = 1e-3
     config.optim.grad_clip = 0.0
