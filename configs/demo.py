@@ -10,7 +10,12 @@ Command (what ``make demo`` runs)::
     python -m recnet_jax.main --config configs/demo.py --workdir runs/demo
     python -m recnet_jax.demo --workdir runs/demo
 
-Hardware: a 2-core x86 CPU. Expected result: TO BE MEASURED.
+Hardware: a 2-core x86 CPU. Expected result (measured on one, quiet): about 7.5 minutes in all
+(437 s of training at about 1.6 steps/s); on the 4 held-out images PSNR 13.09 -> 15.81 dB and SSIM
+0.754 -> 0.837. Why these values: 2 x 128^2 crops (more context per crop than 4 x 96^2 at the same
+pixels per step), a cosine schedule peaking at lr 5e-3 after 20 warm-up steps with global-norm
+clipping at 1 (the release's 1e-4 barely moves in 700 steps), 700 steps to stay inside 10 minutes.
+Held-out PSNR levelled off at 15.5-16.7 dB for every crop (96-192) and lr (2e-3 to 5e-3) tried.
 """
 
 from configs import default
