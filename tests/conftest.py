@@ -7,6 +7,7 @@ import pathlib
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -40,3 +41,9 @@ def fixture_path():
                         "(or RECNET_FIXTURES pointing at it)")
         return path
     return get
+
+
+@pytest.fixture(scope="session")
+def parity(fixture_path):
+    """The official PyTorch outputs on fixed weights and inputs (official_recnet_parity_a.npz)."""
+    return dict(np.load(fixture_path("official_recnet_parity_a.npz")))

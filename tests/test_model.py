@@ -19,11 +19,6 @@ def nhwc(a):
 
 
 @pytest.fixture(scope="module")
-def parity(fixture_path):
-    return dict(np.load(fixture_path("official_recnet_parity_a.npz")))
-
-
-@pytest.fixture(scope="module")
 def official(parity):
     """The converted official model and its jitted functional apply."""
     model = convert.from_official({k: v for k, v in parity.items() if k.startswith("param/")})

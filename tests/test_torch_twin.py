@@ -32,11 +32,6 @@ def nhwc(a):
 
 
 @pytest.fixture(scope="module")
-def parity(fixture_path):
-    return dict(np.load(fixture_path("official_recnet_parity_a.npz")))
-
-
-@pytest.fixture(scope="module")
 def loss_fx(fixture_path):
     return dict(np.load(fixture_path("official_recnet_loss_a.npz")))
 
