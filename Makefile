@@ -25,13 +25,13 @@ setup-torch: $(VENV)/.installed-torch
 # The embedded default: build the synthetic data (once), train configs/demo.py (a rerun resumes or
 # finds the run finished), then report on the held-out images. Everything lands in runs/demo/.
 demo: $(VENV)/.installed
-	test -f data_dir/synthetic/1.0.0/dataset_info.json || \
+	test -f data_dir/synthetic/1.1.0/dataset_info.json || \
 	  $(PY) -m recnet_jax.data.build --dataset synthetic --data_dir data_dir
 	$(PY) -m recnet_jax.main --config configs/demo.py --workdir runs/demo
 	$(PY) -m recnet_jax.demo --config configs/demo.py --workdir runs/demo
 
 test: $(VENV)/.installed-torch
-	JAX_PLATFORMS=cpu $(PY) -m pytest -q
+	JAX_PLATFORMS=cpu $(PY) -m pytest -q -n 2 --dist loadfile
 
 # JAX and the PyTorch twin side by side; each configuration in its own process (minutes on 2 cores).
 bench: $(VENV)/.installed-torch

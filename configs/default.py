@@ -31,6 +31,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.keep_checkpoints = 3           # the latest N, plus the best by validation PSNR
     config.num_eval_images = 4            # validation images written to TensorBoard
     config.init_from = ""                 # '': random init; or a model export, an official .pth / .npz
+    config.ema_decay = 0.0                # > 0: validate and export a moving average of the weights
 
     config.model = ml_collections.ConfigDict()
     config.model.nc = 8                   # feature channels

@@ -59,12 +59,36 @@ class TrainState(struct.PyTreeNode):
       rng: uint32 raw key data, the run's base key; the step folds it with ``step`` (RECNet's
         forward is deterministic, so nothing consumes it yet; it is checkpointed so that a
         stochastic term would resume exactly).
+      ema: the exponential moving average of ``params`` with ``config.ema_decay``, started at
+        zeros and not yet debiased (:func:`eval_params` gives the weights); zeros while the
+        decay is 0.
     """
 
     step: jax.Array
     params: Any
     opt_state: Any
     rng: jax.Array
+    ema: Any
+
+
+def ema_decay(config: ml_collections.ConfigDict) -> float:
+    """``config.ema_decay`` (0 when absent: no moving average), checked to lie in [0, 1)."""
+    decay = float(config.get("ema_decay", 0.0))
+    if not 0.0 <= decay < 1.0:
+        raise ValueError(f"config.ema_decay={decay} must be in [0, 1) (0 turns the average off)")
+    return decay
+
+
+def eval_params(state: TrainState, ema_decay: float) -> Any:
+    """The weights that validation and the export use: the debiased moving average
+    ``ema / (1 - decay^step)`` when ``ema_decay`` > 0 and a step was taken, else ``params``."""
+    if not ema_decay:
+        return state.params
+    step = int(state.step)
+    if step == 0:
+        return state.params
+    correction = 1.0 - float(ema_decay) ** step
+    return jax.tree.map(lambda e: e / jnp.asarray(correction, e.dtype), state.ema)
 
 
 # ---- model and optimizer ---------------------------------------------------------------------
@@ -138,7 +162,8 @@ def create_train_state(config: ml_collections.ConfigDict,
             params = nnx.state(RECNet(**model_kwargs(config), rngs=nnx.Rngs(config.seed)), nnx.Param)
         return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                           opt_state=tx.init(params),
-                          rng=jax.random.PRNGKey(config.seed).astype(jnp.uint32))
+                          rng=jax.random.PRNGKey(config.seed).astype(jnp.uint32),
+                          ema=jax.tree.map(jnp.zeros_like, params))
 
     params = None
     if config.init_from:
@@ -165,6 +190,7 @@ def make_train_step(config: ml_collections.ConfigDict, graphdef: nnx.GraphDef,
     tx = make_optimizer(config)
     schedule = make_schedule(config)
     weights = dict(config.loss.weights)
+    decay = ema_decay(config)
     replicated, data = sharding.replicated(mesh), sharding.data_sharded(mesh)
 
     def step(state: TrainState, batch: dict, rng: jax.Array, vgg) -> tuple[TrainState, dict]:
@@ -178,8 +204,12 @@ def make_train_step(config: ml_collections.ConfigDict, graphdef: nnx.GraphDef,
         (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
+        ema = state.ema
+        if decay:
+            ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema, params)
         metrics = dict(terms, grad_norm=optax.tree.norm(grads), lr=schedule(state.step))
-        return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+        return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                             ema=ema), metrics
 
     return jax.jit(step, in_shardings=(replicated, data, replicated, replicated),
                    out_shardings=(replicated, replicated), donate_argnums=0)
@@ -293,6 +323,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
     for field in ("log_every_steps", "eval_every_steps", "num_train_steps"):
         if config[field] <= 0:
             raise ValueError(f"config.{field}={config[field]} must be positive")
+    decay = ema_decay(config)
     vgg = losses.vgg_from_config(config.loss, seed=config.seed)   # fails before anything is built
     train_iter = _train_iterator(config, local_batch)
 
@@ -365,7 +396,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
                 eval_metrics = None
                 if evaluate_now:
                     with report.timed("eval"):
-                        results = validate(config, graphdef, state.params, mesh)
+                        results = validate(config, graphdef, eval_params(state, decay), mesh)
                     _write_eval(writer, step, results)
                     eval_metrics = {checkpointing.BEST_METRIC: _overall(results)["psnr"]}
                     logging.info("step %d: validation %s", step, summary(results))
@@ -384,7 +415,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
                 process(*pending)
             meta["train_seconds"] += time.perf_counter() - t_start
 
-            results = validate(config, graphdef, state.params, mesh)
+            results = validate(config, graphdef, eval_params(state, decay), mesh)
             _write_eval(writer, step, results)
             logging.info("step %d: final validation %s", step, summary(results))
             if last_saved != step:
@@ -392,7 +423,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
                           metrics={checkpointing.BEST_METRIC: _overall(results)["psnr"]})
     finally:
         ckpt.close()  # waits for the pending asynchronous save, whatever happened
-    export = export_model(graphdef, state.params, workdir)
+    export = export_model(graphdef, eval_params(state, decay), workdir)
     results = {k: v for k, v in results.items() if k != "samples"}
     results.update(steps=step, train_seconds=round(meta["train_seconds"], 1), checkpoint=export,
                    resumed_from=start)

@@ -188,9 +188,11 @@ def test_synthetic_bundled_photos(tmp_path):
     assert res.splits == {"train": 4, "test": 1}
     test = read_split(tmp_path / "data", "synthetic", "test")
     assert list(test) == ["chelsea_v00"]
-    assert test["chelsea_v00"]["input"].shape == (300, 448, 3)  # 451 wide: centre-cropped to x4
-    photo = np.asarray(Image.open(d / "chelsea.png").convert("RGB"))
-    np.testing.assert_array_equal(test["chelsea_v00"]["target"], photo[:, 1:449])
+    # 451 x 300 at half size (Lanczos) is 226 x 150, centre-cropped to multiples of 4
+    assert test["chelsea_v00"]["input"].shape == (148, 224, 3)
+    with Image.open(d / "chelsea.png") as im:
+        half = np.asarray(im.convert("RGB").resize((226, 150), Image.Resampling.LANCZOS))
+    np.testing.assert_array_equal(test["chelsea_v00"]["target"], half[1:149, 1:225])
 
 
 # ---- bad input: clear error naming the file, or a counted and listed skip ------------------------

@@ -80,3 +80,22 @@ def test_built_dataset_stores_the_ev_map_that_made_the_input(tmp_path, photo):
     np.testing.assert_array_equal(ex["ev_map"], again.ev_map)
     np.testing.assert_array_equal(ex["input"], again.input)
     np.testing.assert_array_equal(ex["target"], photo[:64, :80])
+
+
+def test_scale_resizes_the_photos_before_synthesis(tmp_path, photo):
+    """--scale 0.5: the stored target is the Lanczos half-size photo (cropped to multiples of 4) and
+    the input is synthesized from it; a factor outside (0, 1] is refused."""
+    (tmp_path / "photos/train").mkdir(parents=True)
+    Image.fromarray(photo[:64, :88]).save(tmp_path / "photos/train/face.png")
+    build.build_dataset("synthetic", tmp_path / "data", tmp_path / "photos", min_size=16, variants=1,
+                        seed=11, scale=0.5)
+    ex = tfds.data_source("synthetic", split="train", data_dir=str(tmp_path / "data"), download=False)[0]
+    half = np.asarray(Image.fromarray(photo[:64, :88]).resize((44, 32), Image.Resampling.LANCZOS))
+    half = synthetic.crop_to_multiple(half)
+    assert ex["target"].shape == (32, 44, 3)
+    np.testing.assert_array_equal(ex["target"], half)
+    again = synthesis.synthesize_pair(half, (11, zlib.crc32(b"face"), 0, 0))
+    np.testing.assert_array_equal(ex["input"], again.input)
+    assert synthetic.Synthetic(data_dir=str(tmp_path / "x")).scale == synthetic.BUNDLED_SCALE == 0.5
+    with pytest.raises(ValueError, match="--scale 0.0"):
+        synthetic.Synthetic(source_dir=tmp_path / "photos", scale=0.0)

@@ -143,6 +143,31 @@ def test_run_writes_checkpoints_metrics_and_the_export(uninterrupted):
     assert "Unable to initialize backend" not in log and "orbax" not in log.lower()
 
 
+def test_the_export_is_the_debiased_moving_average(uninterrupted, data_dir):
+    """configs/demo.py sets ema_decay: the export is ema / (1 - d^4) of the step-4 checkpoint, not
+    its raw parameters."""
+    workdir, _ = uninterrupted
+    config = tiny_config(data_dir)
+    decay = train.ema_decay(config)
+    assert decay > 0
+    mesh = sharding.make_mesh(jax.devices()[:1])
+    target, _ = train.create_train_state(config, mesh)
+    # The subprocess ran with the default threefry key (2 words; this process uses rbg's 4).
+    target = target.replace(rng=jnp.zeros((2,), jnp.uint32))
+    ckpt = checkpointing.TrainCheckpointer(str(workdir / "checkpoints"), every_steps=2, keep=2)
+    it = pipeline.train_iterator("synthetic", str(data_dir), batch_size=2, crop_size=32, num_threads=1)
+    state = ckpt.restore(4, checkpointing.abstract_like(target), it)
+    ckpt.close()
+    flat = lambda tree: {"/".join(map(str, k)): np.asarray(v)
+                         for k, v in nnx.to_flat_state(nnx.State(tree))}
+    raw, ema = flat(state.params), flat(train.eval_params(state, decay))
+    exported = exported_params(workdir)
+    assert exported.keys() == ema.keys()
+    for k in ema:
+        np.testing.assert_allclose(exported[k], ema[k], rtol=1e-6, atol=1e-7, err_msg=k)
+    assert any(not np.allclose(raw[k], ema[k], atol=1e-6) for k in ema)
+
+
 def test_resume_after_sigkill_then_sigterm_is_bit_exact(uninterrupted, data_dir, tmp_path):
     """SIGKILL after the checkpoint of step 2; the restart resumes there and gets SIGTERM after
     step 3 (it saves step 3 and exits cleanly); the next restart finishes at step 4 with the

@@ -97,17 +97,20 @@ class PairedImageBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
 
     Args (besides TFDS's own ``data_dir``, ``config``, ``file_format``, ...):
       skip_bad: skip bad files (listed in ``self.skipped``) instead of raising BadInputError.
-      min_size: minimum image side in the ``train`` split (the training crop); 0 disables it.
+      min_size: minimum image side in the ``train`` split (the training crop); 0 disables it;
+        None: the builder's ``DEFAULT_MIN_SIZE`` (the release's 384 crop unless a builder says
+        otherwise).
     """
 
     VERSION = VERSION
+    DEFAULT_MIN_SIZE = DEFAULT_MIN_SIZE
     RELEASE_NOTES = {"1.0.0": "First release."}
     TRAIN_SPLITS = ("train",)
     EXPOSURE_DOC = "exposure label"
 
-    def __init__(self, *, skip_bad: bool = False, min_size: int = DEFAULT_MIN_SIZE, **kwargs: Any):
+    def __init__(self, *, skip_bad: bool = False, min_size: int | None = None, **kwargs: Any):
         self.skip_bad = skip_bad
-        self.min_size = min_size
+        self.min_size = type(self).DEFAULT_MIN_SIZE if min_size is None else min_size
         self.skipped: list[Skip] = []
         self.source_dir: pathlib.Path | None = None
         super().__init__(**kwargs)

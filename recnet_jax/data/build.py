@@ -3,7 +3,7 @@
 Command line::
 
     python -m recnet_jax.data.build --dataset {msec,sice,lcdp,paired,synthetic} \\
-        --manual_dir DIR --data_dir DIR [--skip_bad] [--min_size 384] [--config expert_c] \\
+        --manual_dir DIR --data_dir DIR [--skip_bad] [--min_size N] [--config expert_c] \\
         [--seed 0] [--variants N]
 
 The last stdout line is a one-line JSON summary::
@@ -91,7 +91,7 @@ class BuildResult:
 
 
 def build_dataset(dataset: str, data_dir: str | os.PathLike, manual_dir: str | os.PathLike | None = None,
-                  *, skip_bad: bool = False, min_size: int = base.DEFAULT_MIN_SIZE,
+                  *, skip_bad: bool = False, min_size: int | None = None,
                   config: str | None = None, **builder_kwargs: Any) -> BuildResult:
     """Build ``dataset`` from ``manual_dir`` into ``data_dir`` atomically.
 
@@ -101,7 +101,8 @@ def build_dataset(dataset: str, data_dir: str | os.PathLike, manual_dir: str | o
       manual_dir: the unpacked dataset (for ``synthetic``: a photo folder, or None for the bundled
         photos).
       skip_bad: skip and list bad files instead of failing.
-      min_size: minimum image side in the ``train`` split (the training crop); 0 disables.
+      min_size: minimum image side in the ``train`` split (the training crop); 0 disables; None:
+        the builder's default (384, the release's crop; 128 for ``synthetic``).
       config: TFDS builder config (MSEC: ``expert_a`` ... ``expert_e``, default ``expert_c``).
       **builder_kwargs: builder-specific options (synthetic: ``seed``, ``variants``,
         ``synthesis_config``).
@@ -143,7 +144,7 @@ def build_dataset(dataset: str, data_dir: str | os.PathLike, manual_dir: str | o
                              path=data_dir / rel,
                              splits={k: v.num_examples for k, v in builder.info.splits.items()},
                              skipped=list(builder.skipped), source_dir=builder.source_dir)
-        options = {"skip_bad": skip_bad, "min_size": min_size, "config": config,
+        options = {"skip_bad": skip_bad, "min_size": builder.min_size, "config": config,
                    **{k: (str(v) if isinstance(v, (os.PathLike, pathlib.Path)) else v)
                       for k, v in builder_kwargs.items() if k != "synthesis_config"}}
         if "synthesis_config" in builder_kwargs or dataset == "synthetic":
@@ -175,11 +176,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--manual_dir", help="the unpacked dataset (synthetic: a photo folder; optional)")
     p.add_argument("--data_dir", required=True, help="TFDS data folder to build into")
     p.add_argument("--skip_bad", action="store_true", help="skip and list bad files instead of failing")
-    p.add_argument("--min_size", type=int, default=base.DEFAULT_MIN_SIZE,
-                   help="minimum image side in the train split (the crop size; 0 disables)")
+    p.add_argument("--min_size", type=int, default=None,
+                   help="minimum image side in the train split (the crop size; 0 disables; default "
+                        "384, the release's crop, or 128 for synthetic)")
     p.add_argument("--config", default=None, help="builder config (msec: expert_a..expert_e)")
     p.add_argument("--seed", type=int, default=0, help="synthetic only: synthesis seed")
     p.add_argument("--variants", type=int, default=None, help="synthetic only: pairs per photo and split")
+    p.add_argument("--scale", type=float, default=None,
+                   help="synthetic only: resize factor of the source photos (default 0.5 for the "
+                        "bundled photos, 1 for --manual_dir)")
     args = p.parse_args(argv)
 
     tfds.disable_progress_bar()
@@ -188,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         absl_logging.set_verbosity(absl_logging.WARNING)
     except ImportError:  # pragma: no cover
         pass
-    extra = {"seed": args.seed, "variants": args.variants} if args.dataset == "synthetic" else {}
+    extra = ({"seed": args.seed, "variants": args.variants, "scale": args.scale}
+             if args.dataset == "synthetic" else {})
     try:
         with contextlib.redirect_stdout(sys.stderr):  # TFDS prints progress; stdout is for the summary
             result = build_dataset(args.dataset, args.data_dir, args.manual_dir, skip_bad=args.skip_bad,
