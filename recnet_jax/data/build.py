@@ -4,7 +4,7 @@ Command line::
 
     python -m recnet_jax.data.build --dataset {msec,sice,lcdp,paired,synthetic} \\
         --manual_dir DIR --data_dir DIR [--skip_bad] [--min_size N] [--config expert_c] \\
-        [--seed 0] [--variants N]
+        [--seed 0] [--variants N] [--scale F]
 
 The last stdout line is a one-line JSON summary::
 

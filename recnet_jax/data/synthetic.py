@@ -13,8 +13,8 @@ Source photos (well exposed, RGB):
 Each photo is first resized by ``scale`` (Pillow Lanczos; 1 = as it is; the bundled photos default
 to 0.5, so that a 128^2 training crop holds about a quarter of a scene and with it regions of both
 exposures and the unchanged ones, as a whole test image does; at full size most crops hold one
-exposure only, and the demo model gained 2.7 dB on the held-out scene where it gains 5.7 dB at
-half size), then centre-cropped to multiples of 4 (at most 3 rows/columns dropped; the release
+exposure only: the same 700-step demo recipe gained 2.7 dB on the held-out scene at full size
+and 5.7 dB at half size), then centre-cropped to multiples of 4 (at most 3 rows/columns dropped; the release
 would resize it to multiples of 4 anyway), then gives ``variants`` pairs per split (``synthesis.synthesize_pair`` with seed
 ``(seed, crc32(photo stem), variant, split index)``); names are ``<stem>_v<variant>``.
 ``input`` and ``target`` are stored as raw uint8 tensors (not PNG) for fast reading; they decode to
