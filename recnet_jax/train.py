@@ -82,10 +82,8 @@ def ema_decay(config: ml_collections.ConfigDict) -> float:
 def eval_params(state: TrainState, ema_decay: float) -> Any:
     """The weights that validation and the export use: the debiased moving average
     ``ema / (1 - decay^step)`` when ``ema_decay`` > 0 and a step was taken, else ``params``."""
-    if not ema_decay:
-        return state.params
     step = int(state.step)
-    if step == 0:
+    if not ema_decay or step == 0:
         return state.params
     correction = 1.0 - float(ema_decay) ** step
     return jax.tree.map(lambda e: e / jnp.asarray(correction, e.dtype), state.ema)
