@@ -11,14 +11,15 @@ Command (what ``make demo`` runs)::
     python -m recnet_jax.demo --config configs/demo.py --workdir runs/demo
 
 Hardware: a 2-core x86 CPU. Expected result (measured on one): about 8.5 minutes in all (8 min
-for ``recnet_jax.main``, of which 438-467 s are the 600 steps at 1.3-1.4 steps/s); on the 4 held-out
-images PSNR 13.12 -> 18.39 dB (+5.27) and SSIM 0.747 -> 0.820. Why these values: 2 x 128^2 crops of
-the half-size photos (a crop then holds regions of both exposures, as a test image does; at full
-size the earlier 700-step recipe without the average gained 2.7 dB), a cosine schedule peaking
-at lr 5e-3 after 20 warm-up steps with global-norm clipping at 1 (the release's 1e-4 barely moves in this budget), the weights'
-moving average (decay 0.995) for validation and the export (the raw weights' held-out PSNR swings
-by 1-2 dB from one hundred steps to the next at this batch size), 600 steps to stay well inside 10
-minutes (700 steps gave 18.63 dB but took 10 minutes on a slower day).
+for ``recnet_jax.main``, of which 438-467 s are the 600 steps at 1.3-1.4 steps/s); on the 4
+held-out images PSNR 13.12 -> 18.39 dB (+5.27) and SSIM 0.747 -> 0.820. Why these values: 2 x 128^2
+crops of the half-size photos (a crop then holds regions of both exposures, as a test image does;
+at full size the earlier 700-step recipe without the average gained 2.7 dB), a cosine schedule
+peaking at lr 5e-3 after 20 warm-up steps with global-norm clipping at 1 (the release's 1e-4
+barely moves in this budget), the weights' moving average (decay 0.995) for validation and the
+export (the raw weights' held-out PSNR swings by 1-2 dB from one hundred steps to the next at this
+batch size), 600 steps to stay well inside 10 minutes (700 steps gave 18.63 dB but took 10 minutes
+on a slower day).
 """
 
 from configs import default
