@@ -70,16 +70,31 @@ def _conv_shifted_impl(x: jax.Array, kernel: jax.Array, groups: int) -> jax.Arra
         raise ValueError(f"kernel {kernel.shape} does not fit {cin} input channels in {groups} groups")
     h, w = hp - kh + 1, wp - kw + 1
     out_g = cout // groups
-    xg = x.reshape(b, hp, wp, groups, cin_g)
     wg = kernel.reshape(kh, kw, cin_g, groups, out_g)
-    acc = None
-    for i in range(kh):
-        for j in range(kw):
-            window = xg[:, i:i + h, j:j + w]                  # [B,H,W,g,cin_g]
-            for r in range(cin_g):
-                term = window[..., r:r + 1] * wg[i, j, r]     # [B,H,W,g,out_g]
-                acc = term if acc is None else acc + term
-    return acc.reshape(b, h, w, cout)
+    if groups == 1:
+        # Dense and narrow (e.g. 3 -> 8): vectorise over the output channels.
+        acc = None
+        for i in range(kh):
+            for j in range(kw):
+                for r in range(cin_g):
+                    term = x[:, i:i + h, j:j + w, r:r + 1] * wg[i, j, r, 0]   # [B,H,W,Cout]
+                    acc = term if acc is None else acc + term
+        return acc
+    # Grouped: channel-planar, one [B, H', W', groups] plane per in-group index r and one
+    # accumulator per out-group index o, so every multiply-add runs over `groups` contiguous
+    # channels (a minor axis of size cin_g or out_g does not vectorise; measured 7-9% faster for
+    # the whole model than a [..., groups, cin_g] layout).
+    planes = [x[..., r::cin_g] for r in range(cin_g)]
+    outs = []
+    for o in range(out_g):
+        acc = None
+        for i in range(kh):
+            for j in range(kw):
+                for r in range(cin_g):
+                    term = planes[r][:, i:i + h, j:j + w] * wg[i, j, r, :, o]   # [B,H,W,groups]
+                    acc = term if acc is None else acc + term
+        outs.append(acc)
+    return outs[0] if out_g == 1 else jnp.stack(outs, axis=-1).reshape(b, h, w, cout)
 
 
 def kernel_grad_fft(x: jax.Array, g: jax.Array, kh: int, kw: int, groups: int) -> jax.Array:
