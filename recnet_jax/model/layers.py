@@ -82,8 +82,9 @@ def _conv_shifted_impl(x: jax.Array, kernel: jax.Array, groups: int) -> jax.Arra
         return acc
     # Grouped: channel-planar, one [B, H', W', groups] plane per in-group index r and one
     # accumulator per out-group index o, so every multiply-add runs over `groups` contiguous
-    # channels (a minor axis of size cin_g or out_g does not vectorise; measured 7-9% faster for
-    # the whole model than a [..., groups, cin_g] layout).
+    # channels (a minor axis of size cin_g or out_g does not vectorise). Against the earlier
+    # [..., groups, cin_g] layout, alternated in one process on 2 CPU cores: model inference at
+    # 512^2 3% faster, the L1 gradient at 2 x 128^2 6% faster.
     planes = [x[..., r::cin_g] for r in range(cin_g)]
     outs = []
     for o in range(out_g):
