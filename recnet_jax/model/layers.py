@@ -71,30 +71,28 @@ def _conv_shifted_impl(x: jax.Array, kernel: jax.Array, groups: int) -> jax.Arra
     h, w = hp - kh + 1, wp - kw + 1
     out_g = cout // groups
     wg = kernel.reshape(kh, kw, cin_g, groups, out_g)
-    if groups == 1:
-        # Dense and narrow (e.g. 3 -> 8): vectorise over the output channels.
+
+    def shifted_sum(planes, weight):   # sum over taps (i, j) and planes r of window * weight(i, j, r)
         acc = None
         for i in range(kh):
             for j in range(kw):
-                for r in range(cin_g):
-                    term = x[:, i:i + h, j:j + w, r:r + 1] * wg[i, j, r, 0]   # [B,H,W,Cout]
+                for r, plane in enumerate(planes):
+                    term = plane[:, i:i + h, j:j + w] * weight(i, j, r)
                     acc = term if acc is None else acc + term
         return acc
+
+    if groups == 1:
+        # Dense and narrow (e.g. 3 -> 8): vectorise over the output channels.
+        return shifted_sum([x[..., r:r + 1] for r in range(cin_g)],
+                           lambda i, j, r: wg[i, j, r, 0])                     # [B,H,W,Cout]
     # Grouped: channel-planar, one [B, H', W', groups] plane per in-group index r and one
     # accumulator per out-group index o, so every multiply-add runs over `groups` contiguous
     # channels (a minor axis of size cin_g or out_g does not vectorise). Against the earlier
     # [..., groups, cin_g] layout, alternated in one process on 2 CPU cores: model inference at
     # 512^2 3% faster, the L1 gradient at 2 x 128^2 6% faster.
     planes = [x[..., r::cin_g] for r in range(cin_g)]
-    outs = []
-    for o in range(out_g):
-        acc = None
-        for i in range(kh):
-            for j in range(kw):
-                for r in range(cin_g):
-                    term = planes[r][:, i:i + h, j:j + w] * wg[i, j, r, :, o]   # [B,H,W,groups]
-                    acc = term if acc is None else acc + term
-        outs.append(acc)
+    outs = [shifted_sum(planes, lambda i, j, r, o=o: wg[i, j, r, :, o])     # [B,H,W,groups] each
+            for o in range(out_g)]
     return outs[0] if out_g == 1 else jnp.stack(outs, axis=-1).reshape(b, h, w, cout)
 
 
