@@ -42,6 +42,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.norm_eps = 1e-5
     config.model.conv_impl = "auto"       # 'auto': shifted sums + FFT on CPU, lax convs on GPU/TPU
     config.model.dtype = "float32"        # compute dtype of the convs: 'float32' or 'bfloat16'
+    config.model.remat = True             # recompute each block in the backward: less memory, and
+                                          # on CPU a faster step (docs/performance in README)
 
     config.loss = ml_collections.ConfigDict()
     config.loss.weights = ml_collections.ConfigDict(

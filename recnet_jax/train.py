@@ -96,7 +96,8 @@ def model_kwargs(config: ml_collections.ConfigDict) -> dict:
     m = config.model
     if m.dtype not in DTYPES:
         raise ValueError(f"config.model.dtype={m.dtype!r}: expected one of {sorted(DTYPES)}")
-    return dict({k: m[k] for k in MODEL_KEYS}, conv_impl=m.conv_impl, dtype=DTYPES[m.dtype])
+    return dict({k: m[k] for k in MODEL_KEYS}, conv_impl=m.conv_impl, dtype=DTYPES[m.dtype],
+                remat=m.get("remat", False))
 
 
 def architecture(config: ml_collections.ConfigDict) -> dict:
