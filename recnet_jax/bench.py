@@ -55,6 +55,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from recnet_jax import runtime
+
 SUITES = ("model", "losses", "data", "enhance")
 RECORD_FIELDS = ("framework", "kind", "batch", "h", "w", "median_s", "compile_s", "peak_rss_mb")
 RESULT_PREFIX = "BENCH_RESULT "
@@ -73,7 +75,9 @@ def time_calls(fn: Callable, *args, repeats: int = 5, warmup: int = 1,
     returns only when done, e.g. PyTorch on CPU) before the clock stops. With ``memory``, the
     process's resident set is read before the first call and its peak over the calls alone (Linux:
     the high-water mark is reset first through ``/proc/self/clear_refs``; the peak before the
-    calls is kept too).
+    calls is kept too). Freed heap (the compiler's) goes back to the OS before that, for every
+    framework alike (:func:`recnet_jax.runtime.release_freed_memory`, as the trainer does after
+    its first step).
 
     Returns:
       {first_call_s (the first warm-up call, None without warm-up), median_s, min_s (None when
@@ -84,6 +88,7 @@ def time_calls(fn: Callable, *args, repeats: int = 5, warmup: int = 1,
     sync = sync or (lambda out: out)
     mem = {}
     if memory:
+        runtime.release_freed_memory()   # as the trainer does after its first step
         mem = {"base_rss_mb": current_rss_mb(), "peak_before_calls_mb": peak_rss_mb()}
         reset = _reset_peak_rss()
     first = None

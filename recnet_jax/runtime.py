@@ -16,13 +16,18 @@ process dies: the coordination service declares a process dead when its heartbea
 long and ends every other process with a message naming it. ``RECNET_INIT_TIMEOUT_S`` (default:
 JAX's, 300 s) bounds the wait for all processes to connect. Fake CPU devices per process come
 from JAX's own ``JAX_NUM_CPU_DEVICES``.
+
+**Memory** (:func:`release_freed_memory`): after XLA compiles the training step, the heap it freed
+stays resident (glibc keeps it); the trainer hands it back once, after the first step.
 """
 
 from __future__ import annotations
 
+import ctypes
 import ipaddress
 import logging as std_logging
 import os
+import sys
 import threading
 from typing import NoReturn
 
@@ -66,6 +71,21 @@ def quiet_logs() -> None:
     handler = logging.get_absl_handler()
     if not any(isinstance(f, _LibraryInfoFilter) for f in handler.filters):
         handler.addFilter(_LibraryInfoFilter())
+
+
+def release_freed_memory() -> bool:
+    """Returns the C heap's free pages to the OS (glibc ``malloc_trim(0)``); False where there is no
+    glibc (macOS, musl). Nothing in use is touched.
+
+    Compiling the training step (8 x 256^2, CPU) leaves about 0.6 GB of freed compiler memory
+    resident; without this the process holds it for the whole run.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
 
 
 def _int_env(name: str, minimum: int = 0, maximum: int | None = None) -> int:
