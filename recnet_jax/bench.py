@@ -7,8 +7,9 @@
 
 Suites (``--suite``):
 
-* ``model`` (default): inference at batch 1 x size^2 for each of ``--sizes`` (fp32, the jitted model's
-  ``.image``); with ``--train`` the training step at ``--train_batch`` x ``--train_size``^2 (default
+* ``model`` (default): inference at batch 1 x size^2 for each of ``--sizes`` (fp32; JAX through
+  ``recnet_jax.inference``, what ``enhance`` runs: one program below 1 MP, the staged memory-lean
+  path from 1 MP, field ``path``); with ``--train`` the training step at ``--train_batch`` x ``--train_size``^2 (default
   8 x 256^2: forward + full objective + backward + Adam), for JAX (the trainer's own step function,
   ``recnet_jax.train.make_train_step``) and, with ``--torch``, for the PyTorch twin
   (``recnet_jax.torch_twin``: the release's model, objective and ``torch.optim.Adam``) in the same run,
@@ -221,14 +222,21 @@ def _jax_infer(spec: dict) -> dict:
     from flax import nnx  # pylint: disable=import-outside-toplevel
 
     from recnet_jax.model import RECNet  # pylint: disable=import-outside-toplevel
+    from recnet_jax import inference  # pylint: disable=import-outside-toplevel
 
     model = RECNet(norm_variant=spec["norm_variant"], conv_impl=spec["conv_impl"], rngs=nnx.Rngs(0))
-    graphdef, state = nnx.split(model)
-    fn = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x).image)
     x = jnp.asarray(synthetic_pair(spec["batch"], spec["h"], spec["w"])[0])
-    compiled, compile_s = aot_compile(fn, state, x)
-    timing = time_calls(compiled, state, x, repeats=spec["repeats"], warmup=spec["warmup"])
-    return _infer_record("jax", spec, timing, compile_s,
+    # The package's inference path (what enhance and evaluate run): one program below
+    # inference.LEAN_MIN_PIXELS per image, the staged memory-lean one from there on.
+    lean = spec["h"] * spec["w"] >= inference.LEAN_MIN_PIXELS
+    if lean:   # several jitted stages: compiled in the first (warm-up) call, no AOT compile time
+        fn, args, compile_s = (lambda x_: inference.predict_lean(model, x_)), (x,), None
+    else:
+        graphdef, state = nnx.split(model)
+        fn, compile_s = aot_compile(inference.model_apply(graphdef), state, x)
+        args = (state, x)
+    timing = time_calls(fn, *args, repeats=spec["repeats"], warmup=spec["warmup"])
+    return _infer_record("jax", spec, timing, compile_s, path="lean" if lean else "single",
                          threads={"xla_cpu_devices": jax.local_device_count()})
 
 

@@ -40,6 +40,23 @@ def test_shifted_conv_equals_lax_forward_and_gradient(cin, cout, k, groups):
         assert float(jnp.abs(a - b).max()) <= 1e-5 * scale, (a.shape, scale)
 
 
+@pytest.mark.parametrize("cin,cout,groups", [(16, 16, 16), (16, 8, 8), (3, 1, 1)])
+def test_shifted_conv_with_an_offset_reads_the_inner_window(cin, cout, groups):
+    """A 3x3 conv reading a copy padded for 5x5 (layers.SHARED_PAD): forward and gradients equal lax
+    on the window, and the margin it does not read gets a zero gradient."""
+    x = _rand(2, 13, 15, cin)
+    w = _rand(3, 3, cin // groups, cout)
+    g = _rand(2, 9, 11, cout)
+    inner = lambda a: a[:, 1:-1, 1:-1]
+    np.testing.assert_allclose(layers.conv_shifted(x, w, groups, 1),
+                               layers.conv_lax(inner(x), w, groups), atol=2e-5, rtol=1e-5)
+    fast = jax.grad(lambda x, w: jnp.sum(layers.conv_shifted(x, w, groups, 1) * g), (0, 1))(x, w)
+    plain = jax.grad(lambda x, w: jnp.sum(layers.conv_lax(inner(x), w, groups) * g), (0, 1))(x, w)
+    for a, b in zip(fast, plain):
+        assert float(jnp.abs(a - b).max()) <= 1e-5 * float(jnp.abs(b).max())
+    assert float(jnp.abs(fast[0]).sum()) > 0 and float(jnp.abs(fast[0][:, 0]).max()) == 0.0
+
+
 @pytest.mark.parametrize("padding", ["zero", "edge"])
 def test_conv2d_impls_agree_and_padding_is_pytorch(padding):
     x = _rand(1, 7, 10, 8)
