@@ -63,7 +63,7 @@ def model_apply(graphdef):
 def _head_fn(graphdef):
     def head(state, images):
         stem, emp = nnx.merge(graphdef, state)
-        f0 = stem(layers.wide(images))
+        f0 = layers.materialize(stem(layers.wide(images)), stem.impl)
         return f0, emp(f0)
     return jit(head)
 

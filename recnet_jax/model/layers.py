@@ -47,6 +47,22 @@ def resolve_impl(impl: str, backend: str | None = None) -> str:
     return "fast" if backend == "cpu" else "lax"
 
 
+def materialize(x: jax.Array, impl: str = "auto") -> jax.Array:
+    """x [..., C], computed once into its own buffer on the 'fast' (CPU) path; x itself otherwise.
+
+    XLA on CPU fuses a cheap producer, such as a shifted-sum conv, into every consumer (each slice,
+    pad or concatenation of it) and so recomputes it once per consumer, with the slow elemental
+    code of those fusions. A product with the C x C identity is a matmul, whose operand and result
+    are buffers, so the producer runs once (``optimization_barrier``, which would say the same, is
+    removed by XLA's CPU pipeline). Exact for finite x (x * 1 plus exact zeros); an inf in one
+    channel turns the pixel's other channels NaN, which RECNet's per-image statistics do anyway.
+    """
+    if resolve_impl(impl) != "fast":
+        return x
+    eye = jnp.eye(x.shape[-1], dtype=x.dtype)
+    return jnp.einsum("...c,ce->...e", x, eye, precision=lax.Precision.HIGHEST)
+
+
 def pad_same(x: jax.Array, kh: int, kw: int, mode: Padding = "zero") -> jax.Array:
     """Pads [B,H,W,C] by (kh//2, kw//2) on each side: zeros, or the edge value ('edge' = PyTorch's
     ``padding_mode='replicate'``)."""
@@ -263,8 +279,9 @@ def blur_masks(mask: jax.Array, kernels: jax.Array, impl: str = "auto") -> tuple
     Args:
       mask: [B, H, W, 1], the exposure mask M.
       kernels: [K, kh, kw], one kernel per block (odd sizes).
-      impl: 'fast' computes all 2K blurs exactly through one real FFT of M (sizes padded so there is
-        no wrap-around), 'lax' through ``lax.conv_general_dilated``; 'auto' picks by backend.
+      impl: 'fast' computes the K blurs of M exactly through one real FFT of M (sizes padded so
+        there is no wrap-around) and G_k * 1 from the kernel's in-bounds sums, 'lax' all 2K blurs
+        through ``lax.conv_general_dilated``; 'auto' picks by backend.
     Returns:
       (m_u, m_o), each [K, B, H, W, 1].
     """
@@ -281,17 +298,27 @@ def blur_masks(mask: jax.Array, kernels: jax.Array, impl: str = "auto") -> tuple
     # Linear convolution by FFT: full size (H + kh - 1, W + kw - 1), then the centred 'same' window.
     # Cross-correlation = convolution with the flipped kernel.
     fh, fw = _fft_size(h + kh - 1), _fft_size(w + kw - 1)
-    m = mask[..., 0]
-    both = jnp.stack([m, jnp.ones_like(m)], axis=0)                     # [2, B, H, W]
-    spec = jnp.fft.rfft2(both, s=(fh, fw))                              # [2, B, fh, fw//2+1]
+    spec = jnp.fft.rfft2(mask[..., 0], s=(fh, fw))                      # [B, fh, fw//2+1]
     kspec = jnp.fft.rfft2(kernels[:, ::-1, ::-1], s=(fh, fw))           # [K, fh, fw//2+1]
-    prod = spec[:, None] * kspec[None, :, None]                         # [2, K, B, fh, fw//2+1]
-    full = jnp.fft.irfft2(prod, s=(fh, fw))
+    full = jnp.fft.irfft2(spec[None] * kspec[:, None], s=(fh, fw))      # [K, B, fh, fw]
     ph, pw = kh // 2, kw // 2
-    same = full[..., ph:ph + h, pw:pw + w]                              # [2, K, B, H, W]
-    m_u = same[0]
-    m_o = same[1] - same[0]                                             # G*(1-M) = G*1 - G*M
+    m_u = full[..., ph:ph + h, pw:pw + w]                               # [K, B, H, W]
+    m_o = _blur_of_ones(kernels, h, w)[:, None] - m_u                   # G*(1-M) = G*1 - G*M
     return m_u[..., None].astype(mask.dtype), m_o[..., None].astype(mask.dtype)
+
+
+def _blur_of_ones(kernels: jax.Array, h: int, w: int) -> jax.Array:
+    """G_k * 1 [K, H, W] (zero padding): at (y, x), the sum of the kernel taps that land inside the
+    image, i.e. rows(y) @ G_k @ cols(x) with 0/1 matrices of the valid taps (two small matmuls; no
+    FFT of a constant image)."""
+    _, kh, kw = kernels.shape
+    ph, pw = kh // 2, kw // 2
+    rows = (0 <= np.arange(h)[:, None] + np.arange(kh)[None] - ph) & \
+           (np.arange(h)[:, None] + np.arange(kh)[None] - ph < h)                      # [H, kh]
+    cols = (0 <= np.arange(w)[None] + np.arange(kw)[:, None] - pw) & \
+           (np.arange(w)[None] + np.arange(kw)[:, None] - pw < w)                      # [kw, W]
+    rows, cols = (jnp.asarray(a, kernels.dtype) for a in (rows, cols))
+    return jnp.einsum("yi,kij,jx->kyx", rows, kernels, cols, precision=lax.Precision.HIGHEST)
 
 
 def gaussian_kernel(size: int = 31, std: float = 3.0) -> np.ndarray:

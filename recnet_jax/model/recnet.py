@@ -159,7 +159,7 @@ class RECNet(nnx.Module):
         check_images(images)
         images = layers.wide(images)
         dtype = self.dtype or images.dtype
-        f0 = self.stem(images)
+        f0 = layers.materialize(self.stem(images), self.conv_impl)
         mask = self.emp(f0)
         kernels = jnp.stack([blk.rdm.blur_kernel[...] for blk in self.blocks])
         m_u, m_o = layers.blur_masks(mask, kernels, self.conv_impl)        # [K,B,H,W,1] each
