@@ -204,26 +204,6 @@ def test_bfloat16_compute_dtype_keeps_float32_outputs(parity):
     assert diff.mean() < 5e-3 and diff.max() < 5e-2, (diff.mean(), diff.max())   # measured 1.4e-3, 1.3e-2
 
 
-def test_folded_qk_maps_equal_the_release_order(official, parity):
-    """MRU.qk_maps (one 1x1 and one 5x5 depthwise conv) equals project_in, dw3, dw5, forward and
-    gradient w.r.t. the three layers' parameters, on block 1 of the parity model."""
-    model, _, _ = official
-    mru_ = model.blocks[0].mru
-    f_n = jnp.asarray(np.random.default_rng(3).normal(size=(1, 12, 10, 8)), jnp.float32)
-    np.testing.assert_allclose(mru_.qk_maps(f_n), mru_.qk_maps_unfused(f_n), atol=1e-5, rtol=1e-5)
-    graphdef, params, rest = nnx.split(mru_, nnx.Param, ...)
-    g = jnp.asarray(np.random.default_rng(4).normal(size=(1, 12, 10, 32)), jnp.float32)
-
-    def grads(name):
-        loss = lambda p: jnp.sum(getattr(nnx.merge(graphdef, p, rest), name)(f_n) * g)
-        return nnx.to_pure_dict(jax.grad(loss)(params))
-
-    fused, unfused = grads("qk_maps"), grads("qk_maps_unfused")
-    for key in ("project_in", "qk_dw3", "qk_dw5"):
-        for leaf in ("kernel", "bias"):
-            np.testing.assert_allclose(fused[key][leaf], unfused[key][leaf], atol=1e-4, rtol=1e-5)
-
-
 def test_fused_rdm_tail_equals_the_release_order(official, parity):
     """RDM.__call__ folds the tails, 1x1 fusions and alpha mix into one conv; ``unfused`` keeps the
     release's order of operations."""

@@ -11,17 +11,12 @@ With F_n the RDM output and X the raw block input (both [B,H,W,nc]):
     O_s = channel_attention(Q_s, K_s, V_s)  for s in {3, 5}
     F_c = project_ch([O_3, O_5])                          channel path
     X' = post_out(lrelu_0.1(post_in([fuse_local([F_n, F_s]), fuse_global([F_n, F_c])]))) + X
-
-``MixedScaleRestoration.qk_maps`` computes [Q3, Q5, K3, K5] as one tensor (project_in and both
-depthwise convs folded into one 1x1 and one 5x5 depthwise conv); ``qk_maps_unfused`` keeps the
-release's order and is tested equal.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
 from recnet_jax.model import layers
@@ -41,24 +36,10 @@ def channel_attention_logits(q: jax.Array, k: jax.Array, temperature: jax.Array)
     runs without transposing the [B, H*W, C] operands) whose diagonal blocks are the heads.
     """
     b, h, w, c = q.shape
-    gram = jnp.einsum("bnc,bne->bce", layers.wide(q).reshape(b, h * w, c),
-                      layers.wide(k).reshape(b, h * w, c), precision=HIGHEST)
-    return head_logits(gram, temperature)
-
-
-def gram_matrix(x: jax.Array) -> jax.Array:
-    """G[b, c, e] = sum_n x[b, n, c] x[b, n, e] of x [B,H,W,C], at least float32, HIGHEST precision."""
-    b, h, w, c = x.shape
-    xf = layers.wide(x).reshape(b, h * w, c)
-    return jnp.einsum("bnc,bne->bce", xf, xf, precision=HIGHEST)
-
-
-def head_logits(gram: jax.Array, temperature: jax.Array) -> jax.Array:
-    """The attention logits [B, heads, d, d] from the Q-K Gram matrix [B, C, C] (rows Q's channels,
-    columns K's): its diagonal d x d blocks, times each head's temperature."""
-    b, c, _ = gram.shape
     heads = temperature.shape[0]
     d = c // heads
+    gram = jnp.einsum("bnc,bne->bce", layers.wide(q).reshape(b, h * w, c),
+                      layers.wide(k).reshape(b, h * w, c), precision=HIGHEST)
     blocks = gram.reshape(b, heads, d, heads, d)
     logits = jnp.moveaxis(jnp.diagonal(blocks, axis1=1, axis2=3), -1, 1)    # [B, heads, d, d]
     return logits * temperature.astype(gram.dtype)[None, :, None, None]
@@ -93,14 +74,9 @@ attention_softmax.defvjp(_attention_softmax_fwd, _attention_softmax_bwd)
 def channel_attention(q: jax.Array, k: jax.Array, v: jax.Array, temperature: jax.Array) -> jax.Array:
     """softmax_d(L) applied to v [B,H,W,C] -> [B,H,W,C] (float32), as one matmul of v with the
     block-diagonal [C, C] attention matrix."""
-    return attend(channel_attention_logits(q, k, temperature), v)
-
-
-def attend(logits: jax.Array, v: jax.Array) -> jax.Array:
-    """softmax(logits [B, heads, d, d]) applied to v [B,H,W,C = heads*d] -> [B,H,W,C] (float32)."""
     b, h, w, c = v.shape
-    heads = logits.shape[1]
-    attn = attention_softmax(logits)                                        # [B,heads,d,d]
+    heads = temperature.shape[0]
+    attn = attention_softmax(channel_attention_logits(q, k, temperature))   # [B,heads,d,d]
     full = jnp.einsum("bhij,hg->bhigj", attn, jnp.eye(heads, dtype=attn.dtype)).reshape(b, c, c)
     out = jnp.einsum("bne,bce->bnc", layers.wide(v).reshape(b, h * w, c), full,
                      precision=HIGHEST)
@@ -131,52 +107,22 @@ class MixedScaleRestoration(nnx.Module):
         self.post_out = Conv(nc, nc, 3, **conv)
         self.dtype = dtype
 
-    def qk_maps(self, f_n: jax.Array) -> jax.Array:
-        """[Q3, Q5, K3, K5] [B,H,W,4nc] = relu of dw3 / dw5 of project_in(F_n), in one tensor.
-
-        project_in (1x1, nc -> 2nc) and the two depthwise convs are computed as one 1x1 conv
-        nc -> 4nc (project_in's columns, each taken twice) and one 5x5 depthwise conv over 4nc
-        channels (the 3x3 kernels embedded in 5x5 zeros; the zero taps add exact zeros). The same
-        function as the release's order (``qk_maps_unfused``, tested equal); the grouped convs then
-        read [Q3, Q5] and [K3, K5] as contiguous slices and the attention logits come from one Gram
-        matrix, where XLA on CPU otherwise recomputed the depthwise convs inside every
-        concatenation and slice of their outputs (measured: about a fifth of the forward at 512^2).
-        """
-        dtype = self.dtype or jnp.promote_types(f_n.dtype, jnp.float32)
-        nc = f_n.shape[-1]
-        w_in, b_in = self.project_in.kernel[...][0, 0], self.project_in.bias[...]   # [nc, 2nc]
-        src = np.r_[0:nc, 0:nc, nc:2 * nc, nc:2 * nc]          # the P channel of each output channel
-        p = jnp.einsum("bhwi,io->bhwo", f_n.astype(dtype), w_in[:, src].astype(dtype))
-        p = p + b_in[src].astype(dtype)
-        k3 = jnp.pad(self.qk_dw3.kernel[...], ((1, 1), (1, 1), (0, 0), (0, 0)))   # [5, 5, 1, 2nc]
-        k5 = self.qk_dw5.kernel[...]
-        b3, b5 = self.qk_dw3.bias[...], self.qk_dw5.bias[...]
-        kernel = jnp.concatenate([k3[..., :nc], k5[..., :nc], k3[..., nc:], k5[..., nc:]], -1)
-        bias = jnp.concatenate([b3[:nc], b5[:nc], b3[nc:], b5[nc:]])
-        return jax.nn.relu(layers.conv2d(p, kernel.astype(dtype), bias.astype(dtype),
-                                         groups=4 * nc, impl=self.qk_dw3.impl))
-
-    def qk_maps_unfused(self, f_n: jax.Array) -> jax.Array:
-        """:meth:`qk_maps` in the release's order of operations."""
-        nc = f_n.shape[-1]
-        p = self.project_in(f_n)
-        d3 = jax.nn.relu(self.qk_dw3(p))
-        d5 = jax.nn.relu(self.qk_dw5(p))
-        return jnp.concatenate([d3[..., :nc], d5[..., :nc], d3[..., nc:], d5[..., nc:]], -1)
-
     def __call__(self, f_n: jax.Array, x: jax.Array) -> jax.Array:
         dtype = self.dtype or jnp.promote_types(x.dtype, jnp.float32)
         nc = x.shape[-1]
-        qk = layers.materialize(self.qk_maps(f_n), self.qk_dw3.impl)   # [Q3, Q5, K3, K5]
-        u = jax.nn.relu(self.local_g3(qk[..., :2 * nc]))        # g3([Q3, Q5])
-        w = jax.nn.relu(self.local_g5(qk[..., 2 * nc:]))        # g5([K3, K5])
+        p = self.project_in(f_n)
+        d3 = layers.materialize(jax.nn.relu(self.qk_dw3(p)), self.qk_dw3.impl)
+        d5 = layers.materialize(jax.nn.relu(self.qk_dw5(p)), self.qk_dw5.impl)
+        q3, k3 = d3[..., :nc], d3[..., nc:]
+        q5, k5 = d5[..., :nc], d5[..., nc:]
+        u = jax.nn.relu(self.local_g3(jnp.concatenate([q3, q5], -1)))
+        w = jax.nn.relu(self.local_g5(jnp.concatenate([k3, k5], -1)))
         f_s = self.project_out(jnp.concatenate([u, w], -1))
         v3 = jax.nn.relu(self.value_dw3(x))
         v5 = jax.nn.relu(self.value_dw5(x))
         tau = self.temperature[...]
-        gram = gram_matrix(qk)                                  # [B, 4nc, 4nc]
-        o3 = attend(head_logits(gram[:, :nc, 2 * nc:3 * nc], tau), v3).astype(dtype)  # Q3^T K3
-        o5 = attend(head_logits(gram[:, nc:2 * nc, 3 * nc:], tau), v5).astype(dtype)  # Q5^T K5
+        o3 = channel_attention(q3, k3, v3, tau).astype(dtype)
+        o5 = channel_attention(q5, k5, v5, tau).astype(dtype)
         f_c = self.project_ch(jnp.concatenate([o3, o5], -1))
         h_l = self.fuse_local(jnp.concatenate([f_n, f_s], -1))
         h_g = self.fuse_global(jnp.concatenate([f_n, f_c], -1))
