@@ -43,7 +43,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.conv_impl = "auto"       # 'auto': shifted sums + FFT on CPU, lax convs on GPU/TPU
     config.model.dtype = "float32"        # compute dtype of the convs: 'float32' or 'bfloat16'
     config.model.remat = True             # recompute each block in the backward: less memory, and
-                                          # on CPU a faster step (docs/performance in README)
+                                          # on CPU a faster step (README, Speed)
 
     config.loss = ml_collections.ConfigDict()
     config.loss.weights = ml_collections.ConfigDict(
