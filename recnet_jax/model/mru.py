@@ -25,24 +25,38 @@ from recnet_jax.model.conv import Conv
 HIGHEST = jax.lax.Precision.HIGHEST
 
 
+def gram(q: jax.Array, k: jax.Array) -> jax.Array:
+    """G[b,c,e] = sum_n q[b,n,c] k[b,n,e] over all pixels n: q, k [B,H,W,C] -> [B,C,C], at least
+    float32, at HIGHEST precision (the sums reach hundreds).
+
+    One plain batched matmul over the pixels, which XLA runs without transposing the [B, H*W, C]
+    operands. Sums over parts of the image add up to the whole image's G (the strip-tiled
+    inference of :mod:`recnet_jax.strips` relies on it).
+    """
+    b, h, w, c = q.shape
+    return jnp.einsum("bnc,bne->bce", layers.wide(q).reshape(b, h * w, c),
+                      layers.wide(k).reshape(b, h * w, c), precision=HIGHEST)
+
+
+def logits_from_gram(g: jax.Array, temperature: jax.Array) -> jax.Array:
+    """The heads' logits from the full Gram matrix g [B,C,C] (its diagonal d x d blocks):
+    L [B, heads, d, d] with L[b,h,c,e] = temperature[h] * g[b, h*d+c, h*d+e]."""
+    b, c, _ = g.shape
+    heads = temperature.shape[0]
+    d = c // heads
+    blocks = g.reshape(b, heads, d, heads, d)
+    logits = jnp.moveaxis(jnp.diagonal(blocks, axis1=1, axis2=3), -1, 1)    # [B, heads, d, d]
+    return logits * temperature.astype(g.dtype)[None, :, None, None]
+
+
 def channel_attention_logits(q: jax.Array, k: jax.Array, temperature: jax.Array) -> jax.Array:
     """Transposed (channel) attention logits, Q and K not normalised.
 
     q, k: [B,H,W,C] with C = heads * d; temperature [heads]. Returns L [B, heads, d, d] with
-    L[b,h,c,e] = temperature[h] * sum_n q[b,n,h*d+c] k[b,n,h*d+e]. At least float32, at HIGHEST
-    precision: the logits are sums over all H*W pixels and reach hundreds.
-
-    Computed as the full C x C Gram matrix (one plain batched matmul over the pixels, which XLA
-    runs without transposing the [B, H*W, C] operands) whose diagonal blocks are the heads.
+    L[b,h,c,e] = temperature[h] * sum_n q[b,n,h*d+c] k[b,n,h*d+e]: :func:`logits_from_gram` of
+    :func:`gram` (the full C x C Gram matrix whose diagonal blocks are the heads).
     """
-    b, h, w, c = q.shape
-    heads = temperature.shape[0]
-    d = c // heads
-    gram = jnp.einsum("bnc,bne->bce", layers.wide(q).reshape(b, h * w, c),
-                      layers.wide(k).reshape(b, h * w, c), precision=HIGHEST)
-    blocks = gram.reshape(b, heads, d, heads, d)
-    logits = jnp.moveaxis(jnp.diagonal(blocks, axis1=1, axis2=3), -1, 1)    # [B, heads, d, d]
-    return logits * temperature.astype(gram.dtype)[None, :, None, None]
+    return logits_from_gram(gram(q, k), temperature)
 
 
 @jax.custom_vjp
@@ -71,16 +85,22 @@ def _attention_softmax_bwd(a, g):
 attention_softmax.defvjp(_attention_softmax_fwd, _attention_softmax_bwd)
 
 
-def channel_attention(q: jax.Array, k: jax.Array, v: jax.Array, temperature: jax.Array) -> jax.Array:
-    """softmax_d(L) applied to v [B,H,W,C] -> [B,H,W,C] (float32), as one matmul of v with the
-    block-diagonal [C, C] attention matrix."""
+def attend(logits: jax.Array, v: jax.Array) -> jax.Array:
+    """softmax_d(logits) (logits [B,heads,d,d]) applied to v [B,H,W,C] -> [B,H,W,C] (float32), as
+    one matmul of v with the block-diagonal [C, C] attention matrix."""
     b, h, w, c = v.shape
-    heads = temperature.shape[0]
-    attn = attention_softmax(channel_attention_logits(q, k, temperature))   # [B,heads,d,d]
+    heads = logits.shape[1]
+    attn = attention_softmax(logits)                                        # [B,heads,d,d]
     full = jnp.einsum("bhij,hg->bhigj", attn, jnp.eye(heads, dtype=attn.dtype)).reshape(b, c, c)
     out = jnp.einsum("bne,bce->bnc", layers.wide(v).reshape(b, h * w, c), full,
                      precision=HIGHEST)
     return out.reshape(b, h, w, c)
+
+
+def channel_attention(q: jax.Array, k: jax.Array, v: jax.Array, temperature: jax.Array) -> jax.Array:
+    """softmax_d(L) applied to v [B,H,W,C] -> [B,H,W,C] (float32), L from
+    :func:`channel_attention_logits`."""
+    return attend(channel_attention_logits(q, k, temperature), v)
 
 
 class MixedScaleRestoration(nnx.Module):
@@ -107,24 +127,38 @@ class MixedScaleRestoration(nnx.Module):
         self.post_out = Conv(nc, nc, 3, **conv)
         self.dtype = dtype
 
-    def __call__(self, f_n: jax.Array, x: jax.Array) -> jax.Array:
-        dtype = self.dtype or jnp.promote_types(x.dtype, jnp.float32)
-        nc = x.shape[-1]
+    def queries_keys(self, f_n: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+        """(Q3, K3, Q5, K5), each [B,H,W,nc], from F_n [B,H,W,nc]."""
+        nc = f_n.shape[-1]
         p = self.project_in(f_n)
         d3 = layers.materialize(jax.nn.relu(self.qk_dw3(p)), self.qk_dw3.impl)
         d5 = layers.materialize(jax.nn.relu(self.qk_dw5(p)), self.qk_dw5.impl)
-        q3, k3 = d3[..., :nc], d3[..., nc:]
-        q5, k5 = d5[..., :nc], d5[..., nc:]
+        return d3[..., :nc], d3[..., nc:], d5[..., :nc], d5[..., nc:]
+
+    def spatial(self, q3: jax.Array, k3: jax.Array, q5: jax.Array, k5: jax.Array) -> jax.Array:
+        """F_s [B,H,W,nc], the spatial path."""
         u = jax.nn.relu(self.local_g3(jnp.concatenate([q3, q5], -1)))
         w = jax.nn.relu(self.local_g5(jnp.concatenate([k3, k5], -1)))
-        f_s = self.project_out(jnp.concatenate([u, w], -1))
+        return self.project_out(jnp.concatenate([u, w], -1))
+
+    def combine(self, f_n: jax.Array, f_s: jax.Array, x: jax.Array, logits3: jax.Array,
+                logits5: jax.Array) -> jax.Array:
+        """X' [B,H,W,nc]: the channel path (values from x, attention logits [B,heads,d,d] of the
+        3x3 and 5x5 scales), both fusions, the post convs and the residual."""
+        dtype = self.dtype or jnp.promote_types(x.dtype, jnp.float32)
         v3 = jax.nn.relu(self.value_dw3(x))
         v5 = jax.nn.relu(self.value_dw5(x))
-        tau = self.temperature[...]
-        o3 = channel_attention(q3, k3, v3, tau).astype(dtype)
-        o5 = channel_attention(q5, k5, v5, tau).astype(dtype)
+        o3 = attend(logits3, v3).astype(dtype)
+        o5 = attend(logits5, v5).astype(dtype)
         f_c = self.project_ch(jnp.concatenate([o3, o5], -1))
         h_l = self.fuse_local(jnp.concatenate([f_n, f_s], -1))
         h_g = self.fuse_global(jnp.concatenate([f_n, f_c], -1))
         y = self.post_out(jax.nn.leaky_relu(self.post_in(jnp.concatenate([h_l, h_g], -1)), 0.1))
         return y + x.astype(y.dtype)
+
+    def __call__(self, f_n: jax.Array, x: jax.Array) -> jax.Array:
+        q3, k3, q5, k5 = self.queries_keys(f_n)
+        tau = self.temperature[...]
+        return self.combine(f_n, self.spatial(q3, k3, q5, k5), x,
+                            channel_attention_logits(q3, k3, tau),
+                            channel_attention_logits(q5, k5, tau))

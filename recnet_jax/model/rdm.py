@@ -29,12 +29,20 @@ from recnet_jax.model.conv import Conv
 NORM_VARIANTS = ("paper", "official")
 
 
-def instance_norm(v: jax.Array, scale: jax.Array, bias: jax.Array, eps: float = 1e-5) -> jax.Array:
+def instance_norm(v: jax.Array, scale: jax.Array, bias: jax.Array, eps: float = 1e-5,
+                  moments: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:
     """Affine instance norm of [B,H,W,C] over H, W with the biased variance (PyTorch's
-    ``InstanceNorm2d(affine=True)``); scale, bias [C]. Computed in at least float32."""
+    ``InstanceNorm2d(affine=True)``); scale, bias [C]. Computed in at least float32.
+
+    ``moments``: (mu, var), each [B,1,1,C], when they were computed elsewhere (the strip-tiled
+    inference of :mod:`recnet_jax.strips` sums them over the whole image); None computes them here.
+    """
     v = layers.wide(v)
-    mu = jnp.mean(v, axis=(1, 2), keepdims=True)
-    var = jnp.mean(jnp.square(v - mu), axis=(1, 2), keepdims=True)
+    if moments is None:
+        mu = jnp.mean(v, axis=(1, 2), keepdims=True)
+        var = jnp.mean(jnp.square(v - mu), axis=(1, 2), keepdims=True)
+    else:
+        mu, var = moments
     return scale * (v - mu) * jax.lax.rsqrt(var + eps) + bias
 
 
@@ -69,11 +77,12 @@ def masked_moments(y: jax.Array, m: jax.Array, eps: float = 1e-5) -> tuple[jax.A
 
 
 def masked_instance_norm(y: jax.Array, m: jax.Array, scale: jax.Array, bias: jax.Array,
-                         eps: float = 1e-5) -> jax.Array:
+                         eps: float = 1e-5,
+                         moments: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:
     """Region-aware normalisation: w * (scale * (y - mu) / sqrt(var + eps) + bias), with
-    w = max(m, 0) and the masked moments of :func:`masked_moments`.
-    y [B,H,W,C], m [B,H,W,1], scale/bias [C] -> [B,H,W,C]."""
-    mu, var = masked_moments(y, m, eps)
+    w = max(m, 0) and the masked moments of :func:`masked_moments` (or the given ``moments``,
+    as in :func:`instance_norm`). y [B,H,W,C], m [B,H,W,1], scale/bias [C] -> [B,H,W,C]."""
+    mu, var = masked_moments(y, m, eps) if moments is None else moments
     y = layers.wide(y)
     return region_weights(m.astype(y.dtype)) * (scale * (y - mu) * jax.lax.rsqrt(var + eps) + bias)
 
@@ -124,13 +133,35 @@ class RegionAwareDeExposure(nnx.Module):
         a = jax.nn.sigmoid(self.gates[i](gate_in))
         return (y * a if self.norm_variant == "official" else x * a), m
 
-    def normalized(self, i: int, x: jax.Array, m: jax.Array | None) -> jax.Array:
-        """N_i [B,H,W,nc], branch i's normalised features (before its tail conv), at least float32."""
+    def statistic_weights(self, m: jax.Array) -> jax.Array:
+        """Each pixel's weight in its branch's normalisation statistics, [B,H,W,1]: max(m, 0) in
+        'paper' (:func:`region_weights`), 1 in 'official'; m as returned by :meth:`gated`."""
+        return region_weights(m) if self.norm_variant == "paper" else jnp.ones_like(m)
+
+    def moments_from_sums(self, s0: jax.Array, s1: jax.Array, s2: jax.Array | None,
+                          count: int) -> tuple[jax.Array, jax.Array | None]:
+        """A branch's (mu, var) from sums over the image's pixels (the strip-tiled inference).
+
+        With w from :meth:`statistic_weights`: s0 = sum w [B,1,1,1], s1 = sum w v and
+        s2 = sum w (v - mu)^2 [B,1,1,C] (None before mu is known); count = H * W. The divisor is
+        s0 + eps in 'paper' (:func:`masked_moments`), count in 'official' (:func:`instance_norm`).
+        Returns (mu, var or None), each [B,1,1,C].
+        """
+        denom = s0 + self.norm_eps if self.norm_variant == "paper" else float(count)
+        var = None if s2 is None else s2 / denom
+        if var is not None and self.norm_variant == "paper":
+            var = jnp.maximum(var, 0.0)
+        return s1 / denom, var
+
+    def normalized(self, i: int, x: jax.Array, m: jax.Array | None,
+                   moments: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:
+        """N_i [B,H,W,nc], branch i's normalised features (before its tail conv), at least float32;
+        ``moments`` as in :func:`instance_norm`."""
         v, m = self.gated(i, x, m)
         scale, bias = self.norm_scale[...], self.norm_bias[...]
         if self.norm_variant == "official":
-            return instance_norm(v, scale, bias, self.norm_eps)
-        return masked_instance_norm(v, m, scale, bias, self.norm_eps)
+            return instance_norm(v, scale, bias, self.norm_eps, moments)
+        return masked_instance_norm(v, m, scale, bias, self.norm_eps, moments)
 
     def branch(self, i: int, x: jax.Array, m: jax.Array | None) -> jax.Array:
         """Branch i (0 under, 1 over, 2 global with m=None meaning m = 1) -> Z_i [B,H,W,nc]."""
@@ -156,10 +187,14 @@ class RegionAwareDeExposure(nnx.Module):
         bias = (1.0 - a) * self.fuse_under.bias[...] + a * self.fuse_over.bias[...]
         return kernel, bias
 
-    def __call__(self, x: jax.Array, m_u: jax.Array, m_o: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, m_u: jax.Array, m_o: jax.Array,
+                 moments: list[tuple[jax.Array, jax.Array]] | None = None) -> jax.Array:
+        """F_n [B,H,W,nc]; ``moments``: the three branches' (mu, var), as in :func:`instance_norm`."""
         dtype = self.dtype or layers.wide(x).dtype
-        n = jnp.concatenate([self.normalized(0, x, m_u), self.normalized(1, x, m_o),
-                             self.normalized(2, x, None)], axis=-1).astype(dtype)
+        moments = moments or [None] * 3
+        n = jnp.concatenate([self.normalized(i, x, m, mom)
+                             for i, (m, mom) in enumerate(zip((m_u, m_o, None), moments))],
+                            axis=-1).astype(dtype)
         kernel, bias = self.fused_tail_kernel()
         return layers.conv2d(n, kernel.astype(dtype), bias.astype(dtype), impl=self.tails[0].impl)
 
