@@ -3,8 +3,8 @@
     recnet-enhance photos/*.jpg --checkpoint runs/demo --out out/    # or python -m recnet_jax.enhance
     out, mask = recnet_jax.enhance.enhance_image(model, photo)        # [H, W, 3] uint8 -> uint8
 
-The model runs on the whole photo (no tiling, so no seams); big photos go through the staged,
-memory-lean path of :mod:`recnet_jax.inference` (about 6 GB peak at 12 MP on CPU, see
+The model runs on the whole photo, exactly (no seams); big photos go through the staged,
+memory-lean path of :mod:`recnet_jax.inference` (about 3 GB peak at 12 MP on CPU, see
 ``docs/evaluation.md``). Photos of one size share one compiled function.
 
 Command line (``--help`` lists every option):
