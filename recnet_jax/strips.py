@@ -201,7 +201,7 @@ def block(blk, kernel: jax.Array, w_k: jax.Array, x: jax.Array, mask: jax.Array,
     g_mru, s_mru = nnx.split(blk.mru)
     wide = jnp.promote_types(x.dtype, jnp.float32)
 
-    size, r, strips = plan(h, rows, MOMENTS_HALO)
+    size, _, strips = plan(h, rows, MOMENTS_HALO)
     first = [(jnp.zeros((b, 1, 1, 1), wide), jnp.zeros((b, 1, 1, nc), wide)) for _ in range(3)]
     for s in strips:
         first = _moments_fn(g_rdm, size, False)(s_rdm, x, m_u, m_o, first, None, h * w,
