@@ -38,7 +38,6 @@ from recnet_jax import runtime, strips
 from recnet_jax.model import layers
 
 LEAN_MIN_PIXELS = 1 << 20
-jit = runtime.inference_jit
 
 
 @functools.lru_cache(maxsize=8)
@@ -47,7 +46,7 @@ def model_apply(graphdef):
     def apply(state, images):
         out = nnx.merge(graphdef, state)(images)
         return out.image, out.mask
-    return jit(apply)
+    return runtime.inference_jit(apply)
 
 
 @functools.lru_cache(maxsize=8)
@@ -56,7 +55,7 @@ def _head_fn(graphdef):
         stem, emp = nnx.merge(graphdef, state)
         f0 = layers.materialize(stem(layers.wide(images)), stem.impl)
         return f0, emp(f0)
-    return jit(head)
+    return runtime.inference_jit(head)
 
 
 @functools.lru_cache(maxsize=8)
@@ -64,7 +63,7 @@ def _tail_fn(graphdef):
     def tail(state, acc, bias):
         r = nnx.merge(graphdef, state)(acc + bias.astype(acc.dtype))
         return jnp.clip(layers.wide(r) + 1e-5, 0.0, 1.0)
-    return jit(tail)
+    return runtime.inference_jit(tail)
 
 
 def predict_lean(model, images: jax.Array, *, rows: int | None = None
