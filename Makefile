@@ -6,6 +6,8 @@ PY     := $(VENV)/bin/python
 # The persistent compilation cache: the second run of anything skips most compiles.
 export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.cache/jax
 export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS ?= 0
+# glibc malloc on transparent huge pages (recnet_jax.runtime.use_huge_pages; about 10% faster).
+export GLIBC_TUNABLES ?= glibc.malloc.hugetlb=1
 
 .PHONY: demo test bench setup setup-torch clean
 

@@ -62,7 +62,7 @@ SUITES = ("model", "losses", "data", "enhance")
 RECORD_FIELDS = ("framework", "kind", "batch", "h", "w", "median_s", "compile_s", "peak_rss_mb")
 RESULT_PREFIX = "BENCH_RESULT "
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "XLA_FLAGS",
-              "JAX_PLATFORMS", "TF_NUM_INTRAOP_THREADS")
+              "JAX_PLATFORMS", "TF_NUM_INTRAOP_THREADS", "GLIBC_TUNABLES")
 _REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -187,6 +187,7 @@ def environment() -> dict:
         except importlib.metadata.PackageNotFoundError:
             versions[name] = None
     dev = jax.devices()[0]
+    child_env = runtime.huge_pages_env()
     return {
         "machine": {"platform": platform.platform(), "arch": platform.machine(), "cpu": cpu_model,
                     "cpu_count": os.cpu_count(), "cpus_usable": affinity, "mem_total_gb": mem_gb,
@@ -194,7 +195,7 @@ def environment() -> dict:
         "jax_backend": {"platform": dev.platform, "device_kind": dev.device_kind,
                         "device_count": jax.device_count()},
         "versions": versions,
-        "thread_env": {k: os.environ.get(k) for k in THREAD_ENV},
+        "thread_env": {k: child_env.get(k) for k in THREAD_ENV},   # what the children run with
         "matmul_precision": str(jax.config.jax_default_matmul_precision),
     }
 
@@ -399,7 +400,7 @@ def run_in_subprocess(spec: dict, timeout_s: float | None = None) -> dict:
     Raises:
       RuntimeError with the child's stderr tail when it fails or prints no result line.
     """
-    env = dict(os.environ)
+    env = runtime.huge_pages_env()   # both frameworks alike, as the commands run
     env["PYTHONPATH"] = os.pathsep.join([str(_REPO)] + [p for p in [env.get("PYTHONPATH")] if p])
     proc = subprocess.run([sys.executable, "-m", "recnet_jax.bench", "--one", json.dumps(spec)],
                           capture_output=True, text=True, env=env, timeout=timeout_s, check=False)

@@ -98,5 +98,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    runtime.use_huge_pages()
     define_flags()
     app.run(main)

@@ -269,6 +269,7 @@ def _main(args) -> None:
 
 def run() -> None:
     """The ``recnet-enhance`` console script."""
+    runtime.use_huge_pages()
     app.run(_main, flags_parser=parse_args)
 
 

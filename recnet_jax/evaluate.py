@@ -357,5 +357,6 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
+    runtime.use_huge_pages()
     _define_flags()
     app.run(main)

@@ -52,4 +52,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    runtime.use_huge_pages()
     app.run(main)

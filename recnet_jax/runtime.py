@@ -19,6 +19,10 @@ from JAX's own ``JAX_NUM_CPU_DEVICES``.
 
 **Memory** (:func:`release_freed_memory`): after XLA compiles the training step, the heap it freed
 stays resident (glibc keeps it); the trainer hands it back once, after the first step.
+
+**Huge pages** (:func:`use_huge_pages`): the commands run with glibc's malloc backing its large
+blocks with transparent huge pages (:data:`HUGE_PAGES_TUNABLE`), which makes XLA's CPU programs,
+which allocate their temporaries afresh on every call, about 10% faster.
 """
 
 from __future__ import annotations
@@ -86,6 +90,54 @@ def inference_jit(fn, **kwargs):
     """``jax.jit`` with :func:`inference_compiler_options` (inference programs; not the training
     step, where that scheduler is slower and needs more memory)."""
     return jax.jit(fn, compiler_options=inference_compiler_options(), **kwargs)
+
+
+# glibc's malloc tunable that backs its large blocks (those it maps with mmap, from 128 kB) with
+# transparent huge pages. XLA's CPU runtime allocates each program's temporaries afresh per call
+# (151 MB for 512^2 inference), so without it every call faults in and zeroes about 34,000 4 kB
+# pages; measured at 512^2 on 2 cores: 560 faults per call instead of 33,800, and the call about
+# 10% faster (fewer TLB misses too). PyTorch's CPU inference was not measurably affected.
+HUGE_PAGES_TUNABLE = "glibc.malloc.hugetlb=1"
+ENV_HUGE_PAGES = "RECNET_HUGE_PAGES"      # "0" turns the re-execution of use_huge_pages off
+_THP_MODE = "/sys/kernel/mm/transparent_hugepage/enabled"
+
+
+def huge_pages_env(env: dict | None = None) -> dict:
+    """A copy of ``env`` (default ``os.environ``) whose ``GLIBC_TUNABLES`` also holds
+    :data:`HUGE_PAGES_TUNABLE`: on Linux, unless ``RECNET_HUGE_PAGES=0``, the kernel's transparent
+    huge pages are ``never``, or ``GLIBC_TUNABLES`` already sets ``glibc.malloc.hugetlb``."""
+    env = dict(os.environ if env is None else env)
+    if not sys.platform.startswith("linux") or env.get(ENV_HUGE_PAGES, "1") == "0":
+        return env
+    try:
+        with open(_THP_MODE, encoding="ascii") as f:
+            if "[never]" in f.read():
+                return env
+    except OSError:
+        return env
+    tunables = env.get("GLIBC_TUNABLES", "")
+    if "glibc.malloc.hugetlb" not in tunables:
+        env["GLIBC_TUNABLES"] = ":".join(t for t in (tunables, HUGE_PAGES_TUNABLE) if t)
+    return env
+
+
+def use_huge_pages() -> None:
+    """Runs this command again, once, with :func:`huge_pages_env` (the same interpreter, arguments
+    and environment otherwise), when that changes ``GLIBC_TUNABLES``; otherwise returns.
+
+    glibc reads its tunables only when a process starts, hence the re-execution; call it first
+    thing in a command's ``__main__`` (never from a library function: it replaces the process).
+    ``RECNET_HUGE_PAGES=0`` turns it off; the Makefile exports the tunable (no re-execution).
+    """
+    env = huge_pages_env()
+    if env.get("GLIBC_TUNABLES") == os.environ.get("GLIBC_TUNABLES"):
+        return
+    argv = getattr(sys, "orig_argv", None)
+    if not argv:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, *argv[1:]], env)
 
 
 def release_freed_memory() -> bool:
