@@ -214,3 +214,19 @@ def test_fused_rdm_tail_equals_the_release_order(official, parity):
     rdm_module = model.blocks[2].rdm
     np.testing.assert_allclose(rdm_module(x, m_u, 1.0 - m_u), rdm_module.unfused(x, m_u, 1.0 - m_u),
                                atol=2e-5, rtol=1e-5)
+
+
+def test_folded_mru_fusions_equal_the_release_order(official):
+    """MRU.combine folds the attention, project_ch and the two 1x1 fusions into one per-image
+    matmul; ``unfused_combine`` keeps the release's order. Forward and gradient."""
+    model, _, _ = official
+    rng = np.random.default_rng(5)
+    f_n, f_s, x = (jnp.asarray(rng.normal(size=(2, 9, 13, 8)), jnp.float32) for _ in range(3))
+    logits3, logits5 = (jnp.asarray(rng.normal(size=(2, 2, 4, 4)) * 5, jnp.float32) for _ in range(2))
+    mru_module = model.blocks[1].mru
+    args = (f_n, f_s, x, logits3, logits5)
+    np.testing.assert_allclose(mru_module.combine(*args), mru_module.unfused_combine(*args),
+                               atol=2e-5, rtol=1e-5)
+    grad = lambda fn: jax.grad(lambda *a: jnp.sum(jnp.sin(fn(*a))), argnums=(0, 1, 2, 3, 4))(*args)  # noqa: E731
+    for g, g_ref in zip(grad(mru_module.combine), grad(mru_module.unfused_combine)):
+        np.testing.assert_allclose(g, g_ref, atol=5e-5, rtol=1e-4)

@@ -15,6 +15,8 @@ With F_n the RDM output and X the raw block input (both [B,H,W,nc]):
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -85,14 +87,20 @@ def _attention_softmax_bwd(a, g):
 attention_softmax.defvjp(_attention_softmax_fwd, _attention_softmax_bwd)
 
 
+def attention_matrix(logits: jax.Array) -> jax.Array:
+    """The block-diagonal attention matrix A [B, C, C] (C = heads * d) of logits [B,heads,d,d]:
+    A[b, h*d+i, h*d+j] = softmax_j(logits[b,h,i,:]), zero off the diagonal blocks."""
+    b, heads, d, _ = logits.shape
+    attn = attention_softmax(logits)                                        # [B,heads,d,d]
+    return jnp.einsum("bhij,hg->bhigj", attn, jnp.eye(heads, dtype=attn.dtype)).reshape(
+        b, heads * d, heads * d)
+
+
 def attend(logits: jax.Array, v: jax.Array) -> jax.Array:
     """softmax_d(logits) (logits [B,heads,d,d]) applied to v [B,H,W,C] -> [B,H,W,C] (float32), as
-    one matmul of v with the block-diagonal [C, C] attention matrix."""
+    one matmul of v with the block-diagonal [C, C] :func:`attention_matrix`: O = V A^T."""
     b, h, w, c = v.shape
-    heads = logits.shape[1]
-    attn = attention_softmax(logits)                                        # [B,heads,d,d]
-    full = jnp.einsum("bhij,hg->bhigj", attn, jnp.eye(heads, dtype=attn.dtype)).reshape(b, c, c)
-    out = jnp.einsum("bne,bce->bnc", layers.wide(v).reshape(b, h * w, c), full,
+    out = jnp.einsum("bne,bce->bnc", layers.wide(v).reshape(b, h * w, c), attention_matrix(logits),
                      precision=HIGHEST)
     return out.reshape(b, h, w, c)
 
@@ -141,10 +149,58 @@ class MixedScaleRestoration(nnx.Module):
         w = jax.nn.relu(self.local_g5(jnp.concatenate([k3, k5], -1)))
         return self.project_out(jnp.concatenate([u, w], -1))
 
+    def fused_fusion_weights(self, logits3: jax.Array, logits5: jax.Array
+                             ) -> tuple[jax.Array, jax.Array]:
+        """The channel path and both 1x1 fusions as one per-image 1x1 conv.
+
+        Between the value convs and ``post_in`` everything is linear: O_s = V_s A_s^T (A_s the
+        :func:`attention_matrix` of the logits [B,heads,d,d]), F_c = [O_3, O_5] P + b_P, and
+        [H_l, H_g] = [[F_n, F_s] L + b_L, [F_n, F_c] G + b_G]. So
+        [H_l, H_g] = [F_n, F_s, V_3, V_5] W + b with, in blocks of nc rows and columns
+        (L = [L_n; L_s], G = [G_n; G_c], P = [P_3; P_5]):
+
+            W = [[L_n, G_n], [L_s, 0], [0, A_3^T P_3 G_c], [0, A_5^T P_5 G_c]],
+            b = [b_L, b_P G_c + b_G].
+
+        One 4nc -> 2nc matmul replaces two attention matmuls, three 1x1 convs and four
+        concatenations (the same multiply-adds per pixel, counting the zero blocks).
+        Returns (W [B, 4nc, 2nc], b [2nc]), at least float32.
+        """
+        nc = self.project_ch.kernel.shape[-1]
+        convs = (self.fuse_local, self.fuse_global, self.project_ch)
+        (lk, gk, pk), (lb, gb, pb) = ([layers.wide(getattr(c, n)[...]) for c in convs]
+                                      for n in ("kernel", "bias"))
+        lk, gk, pk = lk[0, 0], gk[0, 0], pk[0, 0]                      # [2nc, nc] each
+        mm = functools.partial(jnp.einsum, precision=HIGHEST)
+        g_c = gk[nc:]
+        chan3 = mm("bji,jo->bio", attention_matrix(logits3), mm("jk,ko->jo", pk[:nc], g_c))
+        chan5 = mm("bji,jo->bio", attention_matrix(logits5), mm("jk,ko->jo", pk[nc:], g_c))
+        b = chan3.shape[0]
+        rows_ns = jnp.concatenate([lk, jnp.concatenate([gk[:nc], jnp.zeros_like(g_c)], 0)], 1)
+        rows_v = jnp.concatenate([jnp.zeros((b, 2 * nc, nc), chan3.dtype),
+                                  jnp.concatenate([chan3, chan5], 1)], 2)      # rows V_3, V_5
+        w = jnp.concatenate([jnp.broadcast_to(rows_ns, (b, 2 * nc, 2 * nc)), rows_v], 1)
+        bias = jnp.concatenate([lb, mm("k,ko->o", pb, g_c) + gb])
+        return w, bias
+
     def combine(self, f_n: jax.Array, f_s: jax.Array, x: jax.Array, logits3: jax.Array,
                 logits5: jax.Array) -> jax.Array:
         """X' [B,H,W,nc]: the channel path (values from x, attention logits [B,heads,d,d] of the
-        3x3 and 5x5 scales), both fusions, the post convs and the residual."""
+        3x3 and 5x5 scales), both fusions (folded, :meth:`fused_fusion_weights`), the post convs
+        and the residual."""
+        dtype = self.dtype or jnp.promote_types(x.dtype, jnp.float32)
+        v3 = jax.nn.relu(self.value_dw3(x))
+        v5 = jax.nn.relu(self.value_dw5(x))
+        w, bias = self.fused_fusion_weights(logits3, logits5)
+        feats = jnp.concatenate([layers.wide(t) for t in (f_n, f_s, v3, v5)], -1)
+        h = (jnp.einsum("bhwi,bio->bhwo", feats, w, precision=HIGHEST) + bias).astype(dtype)
+        y = self.post_out(jax.nn.leaky_relu(self.post_in(h), 0.1))
+        return y + x.astype(y.dtype)
+
+    def unfused_combine(self, f_n: jax.Array, f_s: jax.Array, x: jax.Array, logits3: jax.Array,
+                        logits5: jax.Array) -> jax.Array:
+        """:meth:`combine` in the release's order of operations (attention, project_ch, the two
+        1x1 fusions, post convs); equal up to float rounding (tested)."""
         dtype = self.dtype or jnp.promote_types(x.dtype, jnp.float32)
         v3 = jax.nn.relu(self.value_dw3(x))
         v5 = jax.nn.relu(self.value_dw5(x))
