@@ -8,8 +8,8 @@
 Suites (``--suite``):
 
 * ``model`` (default): inference at batch 1 x size^2 for each of ``--sizes`` (fp32; JAX through
-  ``recnet_jax.inference``, what ``enhance`` runs: one program below 2 MP, the staged memory-lean
-  path from 2 MP, field ``path``); with ``--train`` the training step at ``--train_batch`` x ``--train_size``^2 (default
+  ``recnet_jax.inference``, what ``enhance`` runs: one program below 1.5 MP, the staged memory-lean
+  path from 1.5 MP, field ``path``); with ``--train`` the training step at ``--train_batch`` x ``--train_size``^2 (default
   8 x 256^2: forward + full objective + backward + Adam), for JAX (the trainer's own step function,
   ``recnet_jax.train.make_train_step``) and, with ``--torch``, for the PyTorch twin
   (``recnet_jax.torch_twin``: the release's model, objective and ``torch.optim.Adam``) in the same run,

@@ -16,7 +16,7 @@ Both paths compute the same function as ``model(images).image`` / ``.mask``, on 
   five maps of nc channels; a strip's temporaries scale with its width. The results equal the
   single program's to float32 rounding (the sums add in another order; ``tests/test_enhance.py``
   checks 1e-5, ``tests/test_strips.py`` the blocks).
-* ``predict(..., lean=None)`` picks ``lean`` from ``LEAN_MIN_PIXELS`` (2 MP) per image.
+* ``predict(..., lean=None)`` picks ``lean`` from ``LEAN_MIN_PIXELS`` (1.5 MP) per image.
 
 On CPU every program is compiled with XLA's memory-optimised scheduler
 (:func:`recnet_jax.runtime.inference_jit`). Measured sizes and times: ``docs/evaluation.md`` and
@@ -37,9 +37,10 @@ from flax import nnx
 from recnet_jax import runtime, strips
 from recnet_jax.model import layers
 
-# From 2 MP the staged path (its memory grows with the width, not the area). Below, the single
-# program is faster (1024^2 on 2 cores: 1.57 s against 1.81 s staged) with 0.56 GB of temporaries.
-LEAN_MIN_PIXELS = 1 << 21
+# From 1.5 MP the staged path (its memory grows with the width, not the area), so a 2 MP photo
+# already takes it. Below, the single program is faster (1024^2 on 2 cores: 1.57 s against 1.81 s
+# staged) with 0.56 GB of temporaries.
+LEAN_MIN_PIXELS = 3 << 19
 
 
 @functools.lru_cache(maxsize=8)
