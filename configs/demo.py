@@ -10,9 +10,12 @@ Command (what ``make demo`` runs)::
     python -m recnet_jax.main --config configs/demo.py --workdir runs/demo
     python -m recnet_jax.demo --config configs/demo.py --workdir runs/demo
 
-Hardware: a 2-core x86 CPU. Expected result (measured on one): about 8.5 minutes in all (8 min
-for ``recnet_jax.main``, of which 438-467 s are the 600 steps at 1.3-1.4 steps/s); on the 4
-held-out images PSNR 13.12 -> 18.39 dB (+5.27) and SSIM 0.747 -> 0.820. Why these values: 2 x 128^2
+Hardware: a 2-core x86 CPU. Expected result: 6-8.5 minutes in all, of which 300-470 s are the
+600 steps (1.3-2.4 steps/s, by machine); on the 4 held-out images PSNR 13.12 -> 17.4-18.7 dB and
+SSIM 0.747 -> 0.81-0.82 (float rounding differs between CPUs and code versions, and 600 steps
+amplify it). Measured: 18.39 dB / 0.820 in 8.5 min on one machine, 17.41 dB / 0.806 in 6.1 min on
+2 Xeon cores, 18.72 dB / 0.811 in 5.7 min (296 s of training) on 2 EPYC cores with the current
+code. Why these values: 2 x 128^2
 crops of the half-size photos (a crop then holds regions of both exposures, as a test image does;
 at full size the earlier 700-step recipe without the average gained 2.7 dB), a cosine schedule
 peaking at lr 5e-3 after 20 warm-up steps with global-norm clipping at 1 (the release's 1e-4
