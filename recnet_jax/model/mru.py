@@ -149,6 +149,10 @@ class MixedScaleRestoration(nnx.Module):
         w = jax.nn.relu(self.local_g5(jnp.concatenate([k3, k5], -1)))
         return self.project_out(jnp.concatenate([u, w], -1))
 
+    def values(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(V3, V5), each [B,H,W,nc]: the channel attention's values, from the block input x."""
+        return jax.nn.relu(self.value_dw3(x)), jax.nn.relu(self.value_dw5(x))
+
     def fused_fusion_weights(self, logits3: jax.Array, logits5: jax.Array
                              ) -> tuple[jax.Array, jax.Array]:
         """The channel path and both 1x1 fusions as one per-image 1x1 conv.
@@ -189,8 +193,7 @@ class MixedScaleRestoration(nnx.Module):
         3x3 and 5x5 scales), both fusions (folded, :meth:`fused_fusion_weights`), the post convs
         and the residual."""
         dtype = self.dtype or jnp.promote_types(x.dtype, jnp.float32)
-        v3 = jax.nn.relu(self.value_dw3(x))
-        v5 = jax.nn.relu(self.value_dw5(x))
+        v3, v5 = self.values(x)
         w, bias = self.fused_fusion_weights(logits3, logits5)
         feats = jnp.concatenate([layers.wide(t) for t in (f_n, f_s, v3, v5)], -1)
         h = (jnp.einsum("bhwi,bio->bhwo", feats, w, precision=HIGHEST) + bias).astype(dtype)
@@ -202,8 +205,7 @@ class MixedScaleRestoration(nnx.Module):
         """:meth:`combine` in the release's order of operations (attention, project_ch, the two
         1x1 fusions, post convs); equal up to float rounding (tested)."""
         dtype = self.dtype or jnp.promote_types(x.dtype, jnp.float32)
-        v3 = jax.nn.relu(self.value_dw3(x))
-        v5 = jax.nn.relu(self.value_dw5(x))
+        v3, v5 = self.values(x)
         o3 = attend(logits3, v3).astype(dtype)
         o5 = attend(logits5, v5).astype(dtype)
         f_c = self.project_ch(jnp.concatenate([o3, o5], -1))
