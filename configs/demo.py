@@ -11,9 +11,9 @@ Command (what ``make demo`` runs)::
     python -m recnet_jax.demo --config configs/demo.py --workdir runs/demo
 
 Hardware: a 2-core x86 CPU. Expected result: 6-8.5 minutes in all, of which 300-470 s are the
-600 steps (1.3-2.4 steps/s, by machine; 10.6 minutes and 1.0 step/s on a slow day); on the 4
-held-out images PSNR 13.12 -> 17.4-18.7 dB and SSIM 0.747 -> 0.81-0.82 (float rounding differs
-between CPUs and code versions, and 600 steps amplify it). Measured: 18.39 dB / 0.820 in 8.5 min on one machine, 17.41 dB / 0.806 in 6.1 min on
+600 steps (1.3-2.4 steps/s, by machine; 10.6 minutes and 1.0 step/s on a slow day); on the 4 held-out images PSNR 13.12 -> 17.4-18.7 dB and
+SSIM 0.747 -> 0.81-0.82 (float rounding differs between CPUs and code versions, and 600 steps
+amplify it). Measured: 18.39 dB / 0.820 in 8.5 min on one machine, 17.41 dB / 0.806 in 6.1 min on
 2 Xeon cores, 18.72 dB / 0.811 in 5.7 min (296 s of training) on 2 EPYC cores with the current
 code (and 18.72 dB / 0.8105 again in 10.6 min on a slower day there). Why these values: 2 x 128^2
 crops of the half-size photos (a crop then holds regions of both exposures, as a test image does;
