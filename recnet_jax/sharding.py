@@ -34,19 +34,6 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 
 
-def replicate(tree: Any, mesh: Mesh) -> Any:
-    """Host values that every process holds alike (parameters from the same seed or file) ->
-    arrays replicated over ``mesh``, leaf by leaf.
-
-    Built with ``jax.make_array_from_process_local_data``: no cross-process traffic. (``device_put``
-    of host data onto a multi-process sharding first checks that every process passed the same
-    value, one collective per leaf, which under load could fail a 2-process run.)
-    """
-    sharding = replicated(mesh)
-    return jax.tree.map(lambda a: jax.make_array_from_process_local_data(sharding, np.asarray(a)),
-                        tree)
-
-
 def data_sharded(mesh: Mesh) -> NamedSharding:
     """Split along the first (batch) axis over ``data``."""
     return NamedSharding(mesh, P(DATA_AXIS))

@@ -169,7 +169,7 @@ def create_train_state(config: ml_collections.ConfigDict,
         # 3 s in all for 5 blocks on 2 CPU cores, where the ~350 draws traced into one program took
         # 36 s to compile. The same values either way.
         params = nnx.state(RECNet(**model_kwargs(config), rngs=nnx.Rngs(config.seed)), nnx.Param)
-    params = sharding.replicate(params, mesh)   # the same values on every host
+    params = jax.device_put(jax.tree.map(np.asarray, params), replicated)   # the same on every host
     state = jax.jit(init, out_shardings=replicated)(params)
     return state, graphdef
 
