@@ -157,19 +157,16 @@ def create_train_state(config: ml_collections.ConfigDict,
     replicated = sharding.replicated(mesh)
 
     def init(params):
+        if params is None:  # a fresh init, traced: one compile instead of an eager op per shape
+            params = nnx.state(RECNet(**model_kwargs(config), rngs=nnx.Rngs(config.seed)), nnx.Param)
         return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                           opt_state=tx.init(params),
                           rng=jax.random.PRNGKey(config.seed).astype(jnp.uint32),
                           ema=jax.tree.map(jnp.zeros_like, params))
 
+    params = None
     if config.init_from:
-        params = _init_from(config)
-    else:
-        # Drawn eagerly: each draw compiles once per size bucket (``model.conv.torch_uniform``), about
-        # 3 s in all for 5 blocks on 2 CPU cores, where the ~350 draws traced into one program took
-        # 36 s to compile. The same values either way.
-        params = nnx.state(RECNet(**model_kwargs(config), rngs=nnx.Rngs(config.seed)), nnx.Param)
-    params = jax.device_put(jax.tree.map(np.asarray, params), replicated)   # the same on every host
+        params = jax.device_put(_init_from(config), replicated)
     state = jax.jit(init, out_shardings=replicated)(params)
     return state, graphdef
 

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from recnet_jax.model import conv, layers
+from recnet_jax.model import layers
 
 RNG = np.random.default_rng(0)
 
@@ -110,20 +110,6 @@ def test_fft_blur_equals_lax_conv_forward_and_gradient(h, w):
 def test_gaussian_init_matches_the_release(fixture_path):
     ref = np.load(fixture_path("official_recnet_parity_a.npz"))["init/blur_kernel_gaussian31_std3"]
     np.testing.assert_allclose(layers.gaussian_kernel(31, 3.0), ref[0, 0], atol=1e-9, rtol=1e-6)
-
-
-@pytest.mark.parametrize("shape", [(8,), (1, 1, 16, 8), (3, 3, 24, 8), (31, 31), (5, 5, 1, 16)])
-def test_torch_uniform_is_the_plain_draw_of_its_shape(shape):
-    """The bucketed draw gives exactly jax.random.uniform(key, shape, -b, b), eager and traced."""
-    key = jax.random.fold_in(jax.random.key(0), 7)
-    fan_in = int(np.prod(shape[:-1])) if len(shape) > 1 else 4
-    bound = 1.0 / np.sqrt(fan_in)
-    plain = jax.random.uniform(key, shape, jnp.float32, -bound, bound)
-    for fn in (conv.torch_uniform, jax.jit(conv.torch_uniform, static_argnums=(1, 2))):
-        drawn = fn(key, shape, fan_in)
-        assert drawn.shape == shape
-        np.testing.assert_array_equal(np.asarray(drawn), np.asarray(plain))
-    assert float(jnp.abs(plain).max()) <= bound and float(jnp.std(plain)) > 0.3 * bound
 
 
 def test_resolve_impl():

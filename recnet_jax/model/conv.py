@@ -17,17 +17,9 @@ from recnet_jax.model import layers
 
 
 def torch_uniform(key: jax.Array, shape: tuple[int, ...], fan_in: int) -> jax.Array:
-    """PyTorch's default conv init for weights and biases: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
-
-    Drawn as the first prod(shape) entries of a draw of the next power of two (at least 64), which
-    are the entries of ``jax.random.uniform(key, shape)`` (with JAX's default partitionable
-    threefry, entry i depends on the key and i only). So an eager init compiles the draw once per
-    size bucket, not once per parameter shape.
-    """
+    """PyTorch's default conv init for weights and biases: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
     bound = 1.0 / math.sqrt(fan_in)
-    size = math.prod(shape)
-    bucket = max(64, 1 << (size - 1).bit_length())
-    return jax.random.uniform(key, (bucket,), jnp.float32, -bound, bound)[:size].reshape(shape)
+    return jax.random.uniform(key, shape, jnp.float32, -bound, bound)
 
 
 class Conv(nnx.Module):
