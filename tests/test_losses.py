@@ -187,11 +187,12 @@ def test_against_pytorch_transcription_other_batch_size_weights(fx, vgg):
     mask = (1 / (1 + np.exp(-rng.normal(0, 2, (b, h, w, 1))))).astype(np.float32)
     weights = {"l1": 0.7, "ssim": 0.3, "mask": 0.45, "color": 1.5, "ecr": 0.35}
 
-    def total(image, mask):
+    def total(image, mask, lq, gt, vgg):   # arguments, not closure constants (a faster compile)
         t = losses.loss_terms(ImageMask(image, mask), lq, gt, vgg, weights)
         return t["total"], t
 
-    (_, terms), grads = jax.jit(jax.value_and_grad(total, argnums=(0, 1), has_aux=True))(image, mask)
+    (_, terms), grads = jax.jit(jax.value_and_grad(total, argnums=(0, 1), has_aux=True))(
+        image, mask, lq, gt, vgg)
 
     to_t = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2)))  # noqa: E731
     net = torch_twin.vgg16_features(vgg_mapping(fx))
