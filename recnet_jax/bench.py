@@ -64,6 +64,9 @@ RESULT_PREFIX = "BENCH_RESULT "
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "XLA_FLAGS",
               "JAX_PLATFORMS", "TF_NUM_INTRAOP_THREADS", "GLIBC_TUNABLES")
 _REPO = pathlib.Path(__file__).resolve().parents[1]
+# The vector extensions that move the ratios: the PyTorch twin's 31x31 mask blurs (oneDNN) take
+# about 0.8 s each at 512^2 on an AVX2-only CPU, several times what they take with AVX-512.
+CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile")
 
 
 # --------------------------------------------------------------------------- timer and records
@@ -171,10 +174,14 @@ def make_record(framework: str, kind: str, batch: int, h: int, w: int, timing: d
 def environment() -> dict:
     """Versions, thread settings and the machine (recorded once per report)."""
     cpu_model = ""
+    cpu_flags: list[str] = []
     mem_gb = None
     try:
         with open("/proc/cpuinfo") as f:
-            cpu_model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "")
+            info = f.read().splitlines()
+        cpu_model = next((ln.split(":", 1)[1].strip() for ln in info if ln.startswith("model name")), "")
+        flags = next((ln.split(":", 1)[1].split() for ln in info if ln.startswith("flags")), [])
+        cpu_flags = [f for f in CPU_FLAGS if f in flags]
         with open("/proc/meminfo") as f:
             mem_gb = round(int(f.readline().split()[1]) / 2**20, 1)
     except (OSError, StopIteration, ValueError, IndexError):
@@ -190,6 +197,7 @@ def environment() -> dict:
     child_env = runtime.huge_pages_env()
     return {
         "machine": {"platform": platform.platform(), "arch": platform.machine(), "cpu": cpu_model,
+                    "cpu_flags": cpu_flags,
                     "cpu_count": os.cpu_count(), "cpus_usable": affinity, "mem_total_gb": mem_gb,
                     "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None},
         "jax_backend": {"platform": dev.platform, "device_kind": dev.device_kind,
@@ -520,9 +528,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary.update(losses_bench.summary(records))
     elif args.suite == "enhance":
         summary.update(enhance_bench.summary(records))
-    write_report(args.out, args.suite, records, errors=errors,
-                 args={k: v for k, v in vars(args).items() if k != "one"}, **summary)
+    report = write_report(args.out, args.suite, records, errors=errors,
+                          args={k: v for k, v in vars(args).items() if k != "one"}, **summary)
     print(format_table(records, extra_cols))
+    machine = report["environment"]["machine"]
+    print(f"machine: {machine['cpu']}, {machine['cpus_usable']} cores, "
+          f"{' '.join(machine['cpu_flags']) or 'no AVX2'}")
     for c in summary.get("comparisons", []):
         print(f"{c['kind']} {c['batch']}x{c['h']}x{c['w']}: jax {c['speedup_jax_vs_torch']}x faster "
               f"than torch; peak RSS jax/torch {c['peak_rss_jax_over_torch']} (process), "

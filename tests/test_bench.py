@@ -64,6 +64,8 @@ def test_model_suite_jax_and_torch(tmp_path):
     assert cmp["kind"] == "infer" and cmp["speedup_jax_vs_torch"] > 0
     env = report["environment"]
     assert env["versions"]["jax"] and env["versions"]["torch"] and env["machine"]["cpu_count"]
+    assert set(env["machine"]["cpu_flags"]) <= set(bench.CPU_FLAGS)
+    assert f"machine: {env['machine']['cpu']}, " in stdout   # with its vector extensions
     assert "median_s" in stdout and "jax" in stdout and "torch" in stdout
 
 
