@@ -15,7 +15,8 @@ Hardware: a 2-core x86 CPU. Expected result: 6-8.5 minutes in all, of which 300-
 SSIM 0.747 -> 0.81-0.82 (float rounding differs between CPUs and code versions, and 600 steps
 amplify it). Measured: 18.39 dB / 0.820 in 8.5 min on one machine, 17.41 dB / 0.806 in 6.1 min on
 2 Xeon cores, 18.72 dB / 0.811 in 5.7 min (296 s of training) on 2 EPYC cores with the current
-code (and 18.72 dB / 0.8105 again in 10.6 min on a slower day there). Why these values: 2 x 128^2
+code (and 18.72 dB / 0.8105 again in 10.6 min on a slower day there), 17.48 dB / 0.812 in
+10.4 min (568 s of training) on 2 AVX2-only EPYC cores. Why these values: 2 x 128^2
 crops of the half-size photos (a crop then holds regions of both exposures, as a test image does;
 at full size the earlier 700-step recipe without the average gained 2.7 dB), a cosine schedule
 peaking at lr 5e-3 after 20 warm-up steps with global-norm clipping at 1 (the release's 1e-4
