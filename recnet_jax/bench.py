@@ -64,8 +64,9 @@ RESULT_PREFIX = "BENCH_RESULT "
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "XLA_FLAGS",
               "JAX_PLATFORMS", "TF_NUM_INTRAOP_THREADS", "GLIBC_TUNABLES")
 _REPO = pathlib.Path(__file__).resolve().parents[1]
-# The vector extensions that move the ratios: the PyTorch twin's 31x31 mask blurs (oneDNN) take
-# about 0.8 s each at 512^2 on an AVX2-only CPU, several times what they take with AVX-512.
+# The vector extensions that move the ratios: on an AVX2-only CPU the PyTorch twin's ten 31x31
+# mask blurs (oneDNN) take 0.8 s each at 512^2, longer in all than its whole 512^2 forward pass
+# (1.0-1.2 s) on the AVX-512 CPUs measured.
 CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile")
 
 
