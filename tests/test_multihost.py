@@ -186,9 +186,7 @@ def test_checkpoint_of_two_processes_resumes_in_one_process(two_processes, data_
 
 
 def test_killed_process_ends_the_other_fast_naming_it(two_processes, data_dir, tmp_path):  # noqa: F811
-    # Not shorter: on a loaded 2-core machine (the test suite beside two compiling processes) a
-    # 10 s heartbeat was missed during start-up, and the coordination service aborted a live one.
-    heartbeat = 30
+    heartbeat = 10
     proc = _popen(2, 2, tmp_path / "run", data_dir, "--config.num_train_steps=100000",
                   env=_env(tmp_path, heartbeat=heartbeat))
     lines, pids = [], {}
