@@ -37,6 +37,8 @@ from typing import NoReturn
 
 import jax
 import jax.extend.backend
+import jax.numpy as jnp
+import numpy as np
 from absl import logging
 from jax._src import distributed as jax_distributed  # the client: live processes
 
@@ -245,6 +247,39 @@ def initialize_distributed() -> None:
     logging.info("jax.distributed: process %d of %d, coordinator %s, heartbeat timeout %d s",
                  jax.process_index(), jax.process_count(),
                  jax_distributed.global_state.coordinator_address, heartbeat_timeout())
+    if jax.default_backend() == "cpu":
+        _connect_cpu_collectives()
+
+
+# A coordination-service barrier's timeout (it does not depend on gloo's 30 s).
+CONNECT_BARRIER_TIMEOUT_S = 600
+
+
+def _connect_cpu_collectives() -> None:
+    """Connects the CPU (gloo) collectives of all devices now, while the processes are together.
+
+    Gloo connects a communicator at its first collective and gives every process 30 s (a fixed
+    timeout) to join it; a process that comes later fails with "Gloo context initialization
+    failed: ... GetKeyValue() timed out". Left to the training step, that first collective comes
+    after the step's compilation, and on a loaded machine (or with a compilation cache that one
+    process hits and the other misses) the processes reach it minutes apart. Later collectives
+    on a connected communicator wait for the slowest process without that limit. So: a
+    coordination-service barrier, then one tiny all-reduce over every device of every process,
+    compiled before the barrier.
+    """
+    devices = jax.devices()
+    mesh = jax.sharding.Mesh(np.asarray(devices), ("all",))
+    ones = jax.make_array_from_process_local_data(
+        jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("all")),
+        np.ones(jax.local_device_count(), np.int32))
+    total = jax.jit(jnp.sum, out_shardings=jax.sharding.NamedSharding(
+        mesh, jax.sharding.PartitionSpec())).lower(ones).compile()
+    jax_distributed.global_state.client.wait_at_barrier("recnet_connect_cpu_collectives",
+                                                        CONNECT_BARRIER_TIMEOUT_S * 1000)
+    connected = int(total(ones))
+    if connected != len(devices):  # pragma: no cover - a broken collective
+        raise RuntimeError(f"CPU collectives: the all-reduce over {len(devices)} devices gave "
+                           f"{connected}")
 
 
 def heartbeat_timeout() -> int:

@@ -90,8 +90,17 @@ def launch(n: int, devices: int, workdir, data, *flags, env, check=True) -> str:
     finally:
         _stop(proc)
     if check and proc.returncode != 0:
-        raise AssertionError(f"launch {n} x {devices} exited {proc.returncode}:\n{out[-6000:]}")
+        raise AssertionError(f"launch {n} x {devices} exited {proc.returncode}:\n{excerpt(out)}")
     return out
+
+
+def excerpt(out: str, tail: int = 3000) -> str:
+    """A failed launch's output for the assertion message: the first error lines of each process
+    (absl's E/F lines and exceptions; the cause is there, not in the stack traces after it) and
+    the last ``tail`` characters."""
+    first = [line for line in out.splitlines()
+             if re.match(r"\[\d+\] ([EF]\d{4} |\w+(Error|Exception)\b)", line)][:8]
+    return "first errors:\n" + "\n".join(first) + f"\n... last {tail} characters:\n" + out[-tail:]
 
 
 def process_params(workdir, i: int) -> dict[str, np.ndarray]:
@@ -204,7 +213,7 @@ def test_killed_process_ends_the_other_fast_naming_it(two_processes, data_dir, t
                 pids[int(m[1])] = int(m[2])
             if line.startswith("[1] ") and "train/total=" in line:
                 break
-        assert len(pids) == 2 and lines[-1].startswith("[1] "), "".join(lines)[-4000:]
+        assert len(pids) == 2 and lines[-1].startswith("[1] "), excerpt("".join(lines))
         os.kill(pids[1], signal.SIGKILL)
         killed = time.monotonic()
         out, _ = proc.communicate(timeout=heartbeat + 110)
@@ -215,13 +224,40 @@ def test_killed_process_ends_the_other_fast_naming_it(two_processes, data_dir, t
     print(f"process 0 ended {seconds:.1f} s after process 1 was killed")
     assert "launch: process 1 (pid %d) was killed by signal KILL" % pids[1] in out
     status = re.search(r"launch: process 0 \(pid \d+\) (exited with status (\d+)|was killed by signal (\w+))", out)
-    assert status, out[-4000:]
+    assert status, excerpt(out)
     assert proc.returncode != 0 and status[1] != "finished"
     # The message names the lost process: ours, or the JAX runtime's own (whichever comes first).
     own = re.search(r"^\[0\] .*process 0 of 2 exits: lost process 1 \(no heartbeat\)", out, re.M)
     jax_runtime = re.search(r"stopped sending heartbeats\):\s*(\[0\] )?1\b|Task 1 heartbeat timeout", out)
-    assert own or jax_runtime, out[-5000:]
+    assert own or jax_runtime, excerpt(out)
     assert seconds < heartbeat + 60
+
+
+# A process that reaches the first collective long after the other: gloo gives a communicator's
+# first collective only 30 s to gather every process (runtime._connect_cpu_collectives).
+LATE_RUNNER = """
+import sys, time
+import jax, numpy as np
+from recnet_jax import runtime, sharding
+runtime.initialize_distributed()
+mesh = sharding.make_mesh()
+x = jax.make_array_from_process_local_data(sharding.data_sharded(mesh), np.ones(2, np.float32))
+if jax.process_index() == 1:
+    time.sleep(float(sys.argv[1]))
+print("sum", float(jax.jit(lambda v: v.sum(), out_shardings=sharding.replicated(mesh))(x)))
+"""
+
+
+def test_a_process_may_reach_the_first_collective_after_gloos_30_s(tmp_path):
+    runner = tmp_path / "late.py"
+    runner.write_text(LATE_RUNNER)
+    env = dict(_env(tmp_path), RECNET_MAIN=str(runner))
+    start = time.monotonic()
+    proc = subprocess.run(["bash", str(LAUNCH), "2", "--devices_per_process=2", "35"], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, excerpt(proc.stdout + proc.stderr)
+    assert time.monotonic() - start > 35
+    assert proc.stdout.count("sum 4.0") == 2, proc.stdout
 
 
 # ---- the cluster launch scripts (command lines only) -----------------------------------------
