@@ -1,6 +1,8 @@
 """RECNet: parameter count, parity with the official PyTorch release, the paper variant, shapes,
 jit/eager agreement and input checks."""
 
+import contextlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,7 +11,7 @@ from flax import nnx
 
 import recnet_jax
 from recnet_jax import convert
-from recnet_jax.model import layers, mru, rdm
+from recnet_jax.model import conv as conv_lib, layers, mru, rdm
 
 ATOL = 1e-5
 
@@ -72,6 +74,42 @@ def test_block_one_internals_match_the_release(parity, official):
         logits = mru.channel_attention_logits(d[..., :8], d[..., 8:], block.mru.temperature[...])
         ref = parity[f"dbg/conv1.attn{size}_logits"]
         np.testing.assert_allclose(logits, ref, atol=ATOL * np.abs(ref).max(), rtol=0)
+
+
+class _ThreeConvs(nnx.Module):
+    """Built as RECNet builds itself: inside ``conv.batched_draws``."""
+
+    def __init__(self, rngs: nnx.Rngs):
+        with conv_lib.batched_draws(lambda: self):
+            self.convs = nnx.List([conv_lib.Conv(3, 4, 3, rngs=rngs),
+                                   conv_lib.Conv(4, 4, 5, groups=2, rngs=rngs),
+                                   conv_lib.Conv(4, 2, 1, use_bias=False, rngs=rngs)])
+
+
+def test_batched_init_draws_the_values_of_one_draw_per_parameter(monkeypatch):
+    """Initial parameters drawn through ``conv.batched_draws`` (a fast compile under jit): with
+    threefry keys, bit for bit what one draw per parameter gives, jitted (as the trainer builds
+    RECNet) and eager; and RECNet defers every conv weight and bias."""
+    key = jax.random.key(3, impl="threefry2x32")   # the trainer's PRNG (tests default to rbg)
+
+    def init():   # a new function each time: jit's trace cache is per function
+        return lambda: nnx.state(_ThreeConvs(nnx.Rngs(key)), nnx.Param)
+
+    def flat(state):
+        return {"/".join(map(str, k)): np.asarray(v.get_value()) for k, v in nnx.to_flat_state(state)}
+
+    fill, filled = conv_lib._fill, []
+    monkeypatch.setattr(conv_lib, "_fill", lambda m, d: (filled.append(len(d)), fill(m, d)))
+    batched = [flat(jax.jit(init())()), flat(init()())]
+    nnx.eval_shape(lambda: recnet_jax.RECNet(num_blocks=1, rngs=nnx.Rngs(key)))
+    assert filled == [5, 5, 24 + 36]
+    monkeypatch.setattr(conv_lib, "batched_draws", lambda module_of: contextlib.nullcontext())
+    single = flat(jax.jit(init())())
+    assert len(single) == 5 and len({v.tobytes() for v in single.values()}) == 5
+    for got in batched:
+        assert got.keys() == single.keys()
+        for name, value in single.items():
+            np.testing.assert_array_equal(got[name], value, err_msg=name)
 
 
 def test_official_to_nnx_to_official_is_exact(parity, official):
