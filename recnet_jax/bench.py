@@ -11,7 +11,7 @@ Suites (``--suite``):
   ``recnet_jax.inference``, what ``enhance`` runs: one program below 1.5 MP, the staged memory-lean
   path from 1.5 MP, field ``path``); with ``--train`` the training step at ``--train_batch`` x ``--train_size``^2 (default
   8 x 256^2: forward + full objective + backward + Adam), for JAX (the trainer's own step function,
-  ``recnet_jax.train.make_train_step``) and, with ``--torch``, for the PyTorch twin
+  ``recnet_jax.train_step.make_train_step``) and, with ``--torch``, for the PyTorch twin
   (``recnet_jax.torch_twin``: the release's model, objective and ``torch.optim.Adam``) in the same run,
   with the ratio. Both use the same ``--norm_variant`` (default ``official``, the release's).
 * ``losses``: the objective's share of a training step (``recnet_jax/losses/bench.py``).
@@ -298,22 +298,23 @@ def _train_config(spec: dict):
 
 def _jax_train(spec: dict) -> dict:
     try:
-        from recnet_jax import train  # pylint: disable=import-outside-toplevel
+        from recnet_jax import train_step  # pylint: disable=import-outside-toplevel
     except ImportError as e:
-        raise RuntimeError("the JAX training step benchmark needs recnet_jax.train (create_train_state, "
-                           f"make_train_step), which does not import here: {e}") from e
+        raise RuntimeError("the JAX training step benchmark needs recnet_jax.train_step "
+                           f"(create_train_state, make_train_step), which does not import here: {e}"
+                           ) from e
     from recnet_jax import losses, sharding  # pylint: disable=import-outside-toplevel
 
     config = _train_config(spec)
     mesh = sharding.make_mesh()
     with jax.set_mesh(mesh):   # harmless for an Auto mesh, needed for an Explicit one (stack_notes §4.1)
-        return _jax_train_under_mesh(spec, config, mesh, train, losses, sharding)
+        return _jax_train_under_mesh(spec, config, mesh, train_step, losses, sharding)
 
 
-def _jax_train_under_mesh(spec, config, mesh, train, losses, sharding) -> dict:
-    state, graphdef = train.create_train_state(config, mesh)
+def _jax_train_under_mesh(spec, config, mesh, train_step, losses, sharding) -> dict:
+    state, graphdef = train_step.create_train_state(config, mesh)
     vgg = losses.vgg_from_config(config.loss)
-    step_fn = train.make_train_step(config, graphdef, mesh)
+    step_fn = train_step.make_train_step(config, graphdef, mesh)
     lq, gt = synthetic_pair(spec["batch"], spec["h"], spec["w"])
     batch = sharding.shard_batch({"input": lq, "target": gt}, mesh)
     rng = jax.device_put(np.asarray(state.rng), sharding.replicated(mesh))  # as train.py does

@@ -91,3 +91,15 @@ def test_enhance_suite_one_size(tmp_path):
     assert record["output_shape"] == [48, 64, 3]
     assert record["peak_rss_bytes_per_pixel"] > 0 and record["mpix_per_s"] > 0
     assert report["lean_min_pixels"] > 0 and "enhance" in stdout
+
+
+def test_the_training_step_module_does_not_load_tensorflow():
+    """The bench's JAX training process imports recnet_jax.train_step only: the trainer's loop
+    (clu's TensorBoard writers) would add TensorFlow, about 450 MB, to its peak memory."""
+    code = ("import sys; from recnet_jax import bench, train_step; "
+            "print(sorted(m for m in ('tensorflow', 'clu.metric_writers', 'optax', 'flax.nnx') "
+            "if m in sys.modules))")
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         timeout=120, check=True).stdout
+    assert out.strip().splitlines()[-1] == "['flax.nnx', 'optax']"

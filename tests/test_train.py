@@ -23,7 +23,7 @@ from flax import nnx
 from PIL import Image
 
 from configs import demo as demo_config
-from recnet_jax import checkpointing, demo, losses, sharding, train
+from recnet_jax import checkpointing, demo, losses, sharding, train, train_step
 from recnet_jax.data import build, pipeline, synthetic
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -38,7 +38,7 @@ TINY_FLAGS = ("--config.model.num_blocks=1", "--config.data.crop_size=32", "--co
 FAULT_RUNNER = """
 import os, signal, sys
 from absl import app
-from recnet_jax import checkpointing, main, train
+from recnet_jax import checkpointing, main, train_step
 mode, at = sys.argv.pop(1), int(sys.argv.pop(1))
 if mode == "kill":  # SIGKILL as soon as the checkpoint of step `at` is complete on disk
     save = checkpointing.TrainCheckpointer.save
@@ -50,7 +50,7 @@ if mode == "kill":  # SIGKILL as soon as the checkpoint of step `at` is complete
         return saved
     checkpointing.TrainCheckpointer.save = save_then_die
 else:  # SIGTERM (preemption) right after step `at` ran
-    step_fn = train.make_train_step
+    step_fn = train_step.make_train_step
     def make(config, graphdef, mesh):
         fn = step_fn(config, graphdef, mesh)
         def wrapped(state, *args):
@@ -59,7 +59,7 @@ else:  # SIGTERM (preemption) right after step `at` ran
                 os.kill(os.getpid(), signal.SIGTERM)
             return out
         return wrapped
-    train.make_train_step = make
+    train_step.make_train_step = make
 app.run(main.main)
 """
 
@@ -148,10 +148,10 @@ def test_the_export_is_the_debiased_moving_average(uninterrupted, data_dir):
     its raw parameters."""
     workdir, _ = uninterrupted
     config = tiny_config(data_dir)
-    decay = train.ema_decay(config)
+    decay = train_step.ema_decay(config)
     assert decay > 0
     mesh = sharding.make_mesh(jax.devices()[:1])
-    target, _ = train.create_train_state(config, mesh)
+    target, _ = train_step.create_train_state(config, mesh)
     # The subprocess ran with the default threefry key (2 words; this process uses rbg's 4).
     target = target.replace(rng=jnp.zeros((2,), jnp.uint32))
     ckpt = checkpointing.TrainCheckpointer(str(workdir / "checkpoints"), every_steps=2, keep=2)
@@ -160,7 +160,7 @@ def test_the_export_is_the_debiased_moving_average(uninterrupted, data_dir):
     ckpt.close()
     flat = lambda tree: {"/".join(map(str, k)): np.asarray(v)
                          for k, v in nnx.to_flat_state(nnx.State(tree))}
-    raw, ema = flat(state.params), flat(train.eval_params(state, decay))
+    raw, ema = flat(state.params), flat(train_step.eval_params(state, decay))
     exported = exported_params(workdir)
     assert exported.keys() == ema.keys()
     for k in ema:
@@ -242,8 +242,8 @@ def test_one_step_on_8_devices_equals_one_device(data_dir):
     params = {}
     for n in (8, 1):
         mesh = sharding.make_mesh(jax.devices()[:n])
-        state, graphdef = train.create_train_state(config, mesh)
-        step_fn = train.make_train_step(config, graphdef, mesh)
+        state, graphdef = train_step.create_train_state(config, mesh)
+        step_fn = train_step.make_train_step(config, graphdef, mesh)
         state, metrics = step_fn(state, sharding.shard_batch(host_batch, mesh),
                                  np.asarray(state.rng), vgg)
         params[n] = nnx.to_pure_dict(state.params)
@@ -271,7 +271,7 @@ def test_nan_stops_with_the_step_and_the_checkpoint_restores_on_one_device(data_
     assert ckpt.latest_step() == step - 1     # the failed step was never saved
     # Saved from an 8-device mesh; restore onto one device.
     mesh = sharding.make_mesh(jax.devices()[:1])
-    target, _ = train.create_train_state(config, mesh)
+    target, _ = train_step.create_train_state(config, mesh)
     it = pipeline.train_iterator("synthetic", str(data_dir), batch_size=8, crop_size=32,
                                  num_threads=1)
     restored = ckpt.restore(step - 1, checkpointing.abstract_like(target), it)
@@ -293,8 +293,8 @@ def test_paper_variant_trains_200_steps_at_lr_1e3_without_nan(data_dir):
                                                          ecr=0.0))
     assert config.model.norm_variant == "paper"
     mesh = sharding.make_mesh(jax.devices()[:1])
-    state, graphdef = train.create_train_state(config, mesh)
-    step_fn = train.make_train_step(config, graphdef, mesh)
+    state, graphdef = train_step.create_train_state(config, mesh)
+    step_fn = train_step.make_train_step(config, graphdef, mesh)
     it = pipeline.train_iterator("synthetic", str(data_dir), batch_size=2, crop_size=32,
                                  num_threads=1)
     rng, totals = np.asarray(state.rng), []
