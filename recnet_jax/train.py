@@ -18,6 +18,7 @@ import os
 import signal
 import threading
 import time
+
 import jax
 import ml_collections
 import numpy as np
