@@ -1,6 +1,9 @@
-"""Test-wide JAX set-up: CPU, LLVM at -O0, the persistent compilation cache, the fast `rbg` PRNG for
-inits, and 8 fake CPU devices, highest matmul precision (parity tests compare against float32 PyTorch
-to 1e-5)."""
+"""Test-wide JAX set-up: CPU, LLVM at -O0, the persistent compilation cache, 8 fake CPU devices,
+highest matmul precision (parity tests compare against float32 PyTorch to 1e-5). The PRNG is JAX's
+default (partitionable threefry), as in the trainer: RECNet's init then makes all its draws in one
+program (``conv.batched_draws``); with ``rbg`` each parameter is a draw of its own, and
+``create_train_state`` of the one-block test model took 4.9 s instead of 2.8 s (5 blocks: 20.8 s
+instead of 6.5 s)."""
 
 import os
 import pathlib
@@ -25,7 +28,6 @@ jax.config.update("jax_compilation_cache_dir", os.environ.get(
     "JAX_COMPILATION_CACHE_DIR", str(REPO / ".cache" / "jax")))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-jax.config.update("jax_default_prng_impl", "rbg")
 jax.config.update("jax_num_cpu_devices", 8)  # data-parallel tests; computations default to device 0
 jax.config.update("jax_default_matmul_precision", "highest")
 

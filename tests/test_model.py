@@ -97,7 +97,7 @@ def test_batched_init_draws_the_values_of_one_draw_per_parameter(monkeypatch):
     """Initial parameters drawn through ``conv.batched_draws`` (a fast compile under jit): with
     threefry keys, bit for bit what one draw per parameter gives, jitted (as the trainer builds
     RECNet) and eager; and RECNet defers every conv weight and bias."""
-    key = jax.random.key(3, impl="threefry2x32")   # the trainer's PRNG (tests default to rbg)
+    key = jax.random.key(3, impl="threefry2x32")   # the trainer's PRNG
 
     def init():   # a new function each time: jit's trace cache is per function
         return lambda: nnx.state(_ThreeConvs(nnx.Rngs(key)), nnx.Param)
