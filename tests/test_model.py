@@ -199,23 +199,26 @@ def paper_apply(paper_model):
     return jax.jit(lambda x: nnx.merge(graphdef, state)(x))
 
 
-@pytest.mark.parametrize("batch", [1, 3])
-def test_odd_sizes_jit_and_eager_agree(paper_model, paper_apply, odd_batch, batch):
-    x = odd_batch[:batch]
-    jitted = paper_apply(x)
-    eager = paper_model(x)
-    assert jitted.image.shape == (batch, 37, 53, 3) and jitted.mask.shape == (batch, 37, 53, 1)
-    assert jitted.stem.shape == (batch, 37, 53, 8)
-    assert [f.shape for f in jitted.features] == [(batch, 37, 53, 8)] * 5
+def test_odd_sizes_jit_and_eager_agree(paper_model, paper_apply, odd_batch):
+    """Batch 3 at 37 x 53. (Eager mode compiles every op for every shape: another batch size
+    would add about 15 s; batch 1 is checked jitted below.)"""
+    jitted = paper_apply(odd_batch)
+    eager = paper_model(odd_batch)
+    assert jitted.image.shape == (3, 37, 53, 3) and jitted.mask.shape == (3, 37, 53, 1)
+    assert jitted.stem.shape == (3, 37, 53, 8)
+    assert [f.shape for f in jitted.features] == [(3, 37, 53, 8)] * 5
     for a, b in zip(jax.tree.leaves(jitted), jax.tree.leaves(eager)):
         np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
     assert 0.0 <= float(jitted.image.min()) and float(jitted.image.max()) <= 1.0
 
 
 def test_images_of_a_batch_are_independent(paper_apply, odd_batch):
-    whole = paper_apply(odd_batch).image
-    single = paper_apply(odd_batch[:1]).image
-    np.testing.assert_allclose(whole[:1], single, atol=1e-5)
+    whole = paper_apply(odd_batch)
+    single = paper_apply(odd_batch[:1])
+    assert single.image.shape == (1, 37, 53, 3) and single.mask.shape == (1, 37, 53, 1)
+    assert [f.shape for f in single.features] == [(1, 37, 53, 8)] * 5
+    for a, b in zip(jax.tree.leaves(whole), jax.tree.leaves(single)):
+        np.testing.assert_allclose(a[:1], b, atol=1e-5, rtol=1e-5)
 
 
 def test_nan_spreads_over_its_own_image_only(paper_apply, odd_batch):
