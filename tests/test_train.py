@@ -182,12 +182,19 @@ def test_resume_after_sigkill_then_sigterm_is_bit_exact(uninterrupted, data_dir,
     assert_bitwise_equal(exported_params(tmp_path), exported_params(uninterrupted[0]))
 
 
-def test_a_finished_run_is_not_trained_again(uninterrupted, data_dir):
+# In-process: these two stop before anything is built (a subprocess each would add about 8 s);
+# main turns these errors into one line (test_missing_dataset_and_unknown_key_are_one_clear_line).
+
+def test_a_finished_run_is_not_trained_again(uninterrupted, data_dir, caplog):
     workdir = uninterrupted[0]
     results = (workdir / "eval_results.json").read_text()
-    again = run_main(workdir, data_dir)
-    assert "already holds the finished run" in again.stderr and "train/total" not in again.stderr
-    assert (workdir / "eval_results.json").read_text() == results
+    before = {p: p.stat().st_mtime_ns for p in workdir.rglob("*")}
+    with caplog.at_level("INFO"):
+        again = train.train_and_evaluate(tiny_config(data_dir, num_train_steps=4, batch_size=8),
+                                         str(workdir))
+    assert "already holds the finished run" in caplog.text
+    assert again == json.loads(results)
+    assert {p: p.stat().st_mtime_ns for p in workdir.rglob("*")} == before
 
 
 def test_missing_dataset_and_unknown_key_are_one_clear_line(tmp_path):
@@ -203,9 +210,10 @@ def test_missing_dataset_and_unknown_key_are_one_clear_line(tmp_path):
 def test_workdir_of_another_architecture_is_refused(uninterrupted, data_dir):
     workdir = uninterrupted[0]
     before = {p: p.stat().st_mtime_ns for p in workdir.rglob("*")}
-    proc = run_main(workdir, data_dir, "--config.model.nc=4", check=False)
-    assert proc.returncode == 1 and "holds a run of RECNet" in proc.stderr
-    assert "nothing was overwritten" in proc.stderr
+    config = tiny_config(data_dir, num_train_steps=4, batch_size=8)   # 8 devices in-process
+    config.model.nc = 4
+    with pytest.raises(ValueError, match="holds a run of RECNet.*nothing was overwritten"):
+        train.train_and_evaluate(config, str(workdir))
     assert {p: p.stat().st_mtime_ns for p in workdir.rglob("*")} == before
 
 
