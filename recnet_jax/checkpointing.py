@@ -35,15 +35,6 @@ from recnet_jax.model import RECNet
 
 BEST_METRIC = "val_psnr"
 
-# One replica writes each array. RECNet's train state is small (39 k parameters, their moving
-# average and Adam's two moments: 0.6 MB) and replicated; Orbax's default on CPU splits every
-# replicated array over its replicas to write the parts in parallel, which first compiles a slice
-# per array shape and device: 144 compiles (4.5 s) before the first save of the one-block test
-# model on 8 CPU devices. (This handler keeps no per-array metadata store, which Orbax uses only
-# for typed PRNG key arrays; the train state holds its key as raw uint32 data.)
-ocp.type_handlers.register_type_handler(
-    jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True)
-
 
 class TrainCheckpointer:
     """Training checkpoints of one workdir (an ``ocp.CheckpointManager``).
