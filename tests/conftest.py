@@ -11,10 +11,10 @@ import pathlib
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # XLA's CPU backend compiles at LLVM -O0 in the test processes and in every process they start
 # (they inherit the environment). The suite is compile-bound: its images are tiny, and on 2 cores
-# the in-process compiles alone take about 540 s of its 1450 worker-seconds. -O0 changes how the
-# fused loops are optimised, not what they compute (no fast-math either way); one parity test
-# compiles at XLA's default level (test_model.PRODUCTION_LEVEL). Measured with `make test`, cold
-# cache: 1453 -> 1162 worker-seconds, 760 -> 607 s.
+# the in-process compiles alone took about 540 s of its 1450 worker-seconds at the default level.
+# -O0 changes how the fused loops are optimised, not what they compute (no fast-math either way);
+# one parity test compiles at XLA's default level (test_model.PRODUCTION_LEVEL). Measured with
+# make test's pytest command, cold cache: 1453 -> 1162 worker-seconds, 760 -> 607 s.
 OPTIMIZATION_FLAG = "--xla_backend_optimization_level=0"
 os.environ["XLA_FLAGS"] = " ".join(f for f in (os.environ.get("XLA_FLAGS", ""), OPTIMIZATION_FLAG) if f)
 
