@@ -1,22 +1,28 @@
-"""Test-wide JAX set-up: CPU, LLVM at -O0, the persistent compilation cache, 8 fake CPU devices,
-highest matmul precision (parity tests compare against float32 PyTorch to 1e-5). The PRNG is JAX's
-default (partitionable threefry), as in the trainer: RECNet's init then makes all its draws in one
-program (``conv.batched_draws``); with ``rbg`` each parameter is a draw of its own, and
-``create_train_state`` of the one-block test model took 4.9 s instead of 2.8 s (5 blocks: 20.8 s
-instead of 6.5 s)."""
+"""Test-wide JAX set-up: CPU, cheap compiles (LLVM at -O0, XLA's LLVM IR fusion emitter), the
+persistent compilation cache, 8 fake CPU devices, highest matmul precision (parity tests compare
+against float32 PyTorch to 1e-5). The PRNG is JAX's default (partitionable threefry), as in the
+trainer: RECNet's init then makes all its draws in one program (``conv.batched_draws``); with
+``rbg`` each parameter is a draw of its own, and ``create_train_state`` of the one-block test model
+took 4.9 s instead of 2.8 s (5 blocks: 20.8 s instead of 6.5 s)."""
 
 import os
 import pathlib
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-# XLA's CPU backend compiles at LLVM -O0 in the test processes and in every process they start
-# (they inherit the environment). The suite is compile-bound: its images are tiny, and on 2 cores
-# the in-process compiles alone took about 540 s of its 1450 worker-seconds at the default level.
-# -O0 changes how the fused loops are optimised, not what they compute (no fast-math either way);
-# one parity test compiles at XLA's default level (test_model.PRODUCTION_LEVEL). Measured with
-# make test's pytest command, cold cache: 1453 -> 1162 worker-seconds, 760 -> 607 s.
+# The test processes, and every process they start (they inherit the environment), compile with
+# two XLA flags that make the CPU compiles of this compile-bound suite (tiny images) cheaper:
+# * LLVM at -O0: it changes how the fused loops are optimised, not what they compute (no fast-math
+#   either way). Measured with make test's pytest command, cold cache: 1453 -> 1162
+#   worker-seconds, 760 -> 607 s.
+# * XLA's LLVM IR emitter for the loop fusions instead of its MLIR fusion emitters: the same fused
+#   HLO, code generated another way; the tiny training step of test_train compiles in 4-6 s
+#   instead of 10-12 s. Every tolerance of the suite holds, bit-exact resume included (both runs
+#   compile the same way). make test, cold cache, the same day: 617-626 s -> 446 s.
+# One parity test compiles the way users do, at XLA's defaults (test_model.PRODUCTION).
 OPTIMIZATION_FLAG = "--xla_backend_optimization_level=0"
-os.environ["XLA_FLAGS"] = " ".join(f for f in (os.environ.get("XLA_FLAGS", ""), OPTIMIZATION_FLAG) if f)
+FUSION_EMITTER_FLAG = "--xla_cpu_use_fusion_emitters=false"
+os.environ["XLA_FLAGS"] = " ".join(
+    f for f in (os.environ.get("XLA_FLAGS", ""), OPTIMIZATION_FLAG, FUSION_EMITTER_FLAG) if f)
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
