@@ -10,7 +10,7 @@ import pytest
 from flax import nnx
 
 import recnet_jax
-from recnet_jax import convert
+from recnet_jax import convert, inference
 from recnet_jax.model import conv as conv_lib, layers, mru, rdm
 
 ATOL = 1e-5
@@ -184,8 +184,7 @@ def test_converted_checkpoint_loads_into_the_paper_variant(parity, official):
                     jax.tree.leaves(nnx.state(official[0], nnx.Param))):
         np.testing.assert_array_equal(a, b)
     x = jnp.asarray(nhwc(parity["x"]))
-    graphdef, state = nnx.split(paper)   # jitted: eager mode compiles every op (about 15 s)
-    image = jax.jit(lambda s, x_: nnx.merge(graphdef, s)(x_).image)(state, x)
+    image, _ = inference.predict(paper, x)   # jitted: eager mode compiles every op (about 15 s)
     assert float(jnp.abs(image - apply(official[1], x).image).max()) > 1e-3
 
 
